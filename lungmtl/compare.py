@@ -1,0 +1,83 @@
+"""Significance tests between evaluated models (the paper's paired t-tests, plus McNemar)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .errors import InputError
+
+KEY = ["image", "index"]
+
+
+def _load(eval_dir: Path) -> pd.DataFrame:
+    path = Path(eval_dir) / "predictions.csv"
+    if not path.exists():
+        raise InputError(eval_dir, "no predictions.csv here: run `lungmtl evaluate` first")
+    return pd.read_csv(path, keep_default_na=True)
+
+
+def paired_tests(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Paired t-tests on per-slice Dice and correctness, and exact McNemar on correctness.
+
+    The two prediction tables are aligned on the slice (image, index); slices present in one only
+    are an error, since a paired test needs the same test set.
+    """
+    m = a.merge(b, on=KEY, suffixes=("_a", "_b"), how="outer", indicator=True)
+    if (m["_merge"] != "both").any():
+        raise InputError("compare", "the evaluations do not cover the same slices")
+    out: dict = {"n_slices": int(len(m))}
+    d = m.dropna(subset=["dice_a", "dice_b"])
+    if len(d) >= 2 and not np.allclose(d["dice_a"], d["dice_b"]):
+        t = stats.ttest_rel(d["dice_a"], d["dice_b"])
+        out["dice"] = {"mean_a": d["dice_a"].mean(), "mean_b": d["dice_b"].mean(),
+                       "t": float(t.statistic), "p": float(t.pvalue), "n": int(len(d))}
+    else:
+        out["dice"] = {"mean_a": d["dice_a"].mean() if len(d) else None,
+                       "mean_b": d["dice_b"].mean() if len(d) else None,
+                       "t": None, "p": 1.0 if len(d) >= 2 else None, "n": int(len(d))}
+    ca, cb = m["correct_a"].astype(float), m["correct_b"].astype(float)
+    if not np.array_equal(ca, cb):
+        t = stats.ttest_rel(ca, cb)
+        out["correct"] = {"acc_a": ca.mean(), "acc_b": cb.mean(), "t": float(t.statistic),
+                          "p": float(t.pvalue)}
+    else:
+        out["correct"] = {"acc_a": ca.mean(), "acc_b": cb.mean(), "t": None, "p": 1.0}
+    only_a = int(((ca == 1) & (cb == 0)).sum())
+    only_b = int(((ca == 0) & (cb == 1)).sum())
+    p_mc = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    out["mcnemar"] = {"a_right_b_wrong": only_a, "a_wrong_b_right": only_b, "p": float(p_mc)}
+    return out
+
+
+def compare(eval_dirs: list[str | Path], alpha: float = 0.05) -> str:
+    """Markdown table (paper Tables 8/9 style): every evaluation against the first one."""
+    if len(eval_dirs) < 2:
+        raise InputError("compare", "give at least two evaluation folders")
+    base_dir, *others = [Path(p) for p in eval_dirs]
+    base = _load(base_dir)
+    lines = [
+        f"Baseline: `{base_dir}`; paired two-sided tests, alpha = {alpha}.",
+        "",
+        "| model | n | Dice | Dice base | t (Dice) | p (Dice) | Acc | Acc base | t (correct) "
+        "| p (correct) | McNemar b/c | p (McNemar) | significant |",
+        "|---" * 13 + "|",
+    ]
+    for d in others:
+        r = paired_tests(_load(d), base)
+        ps = [x for x in (r["dice"]["p"], r["correct"]["p"]) if x is not None]
+
+        def f(v, digits=4):
+            return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+
+        lines.append(
+            f"| `{d}` | {r['n_slices']} | {f(r['dice']['mean_a'])} | {f(r['dice']['mean_b'])} "
+            f"| {f(r['dice']['t'], 3)} | {f(r['dice']['p'])} | {f(r['correct']['acc_a'])} "
+            f"| {f(r['correct']['acc_b'])} | {f(r['correct']['t'], 3)} | {f(r['correct']['p'])} "
+            f"| {r['mcnemar']['a_right_b_wrong']}/{r['mcnemar']['a_wrong_b_right']} "
+            f"| {f(r['mcnemar']['p'])} | {'yes' if any(p < alpha for p in ps) else 'no'} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""The configuration of a run: a validated dataclass tree, YAML in and out, ``--set`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data.preprocess import PreprocessConfig
+from .errors import InputError
+from .models import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the slices come from and how they are split.
+
+    Args:
+        sources: folders in the manifest layout (or a folder of such folders) or an official
+            layout (see docs/data-format.md). Relative paths resolve against the working directory.
+        cache_dir: where pre-processed arrays are cached (keyed by the pre-processing config).
+        split: train / validation / test fractions, by patient.
+        split_seed: seed of the patient split.
+        balance: ``None`` keeps every slice; a number r keeps at most r healthy slices per infected
+            slice in each split (1.0 = the paper's equal pairing, Table 2), sampling with the seed.
+        study_labels: keep slices whose label belongs to the whole study (``label_level=study``).
+        max_slices: cap per source (evenly spaced, for quick runs); ``None`` = all.
+        skip_bad: skip unreadable slices (reported in ``skipped.csv``) instead of stopping.
+    """
+
+    sources: list[str] = field(default_factory=lambda: ["../shared/data"])
+    cache_dir: str = "~/.cache/lungmtl"
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split_seed: int = 0
+    balance: float | None = None
+    study_labels: bool = True
+    max_slices: int | None = None
+    skip_bad: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Weights of the multi-task loss (see ``lungmtl.losses.MultiTaskLoss``)."""
+
+    seg_weight: float = 1.0
+    cls_weight: float = 1.0
+    dice_weight: float = 1.0
+    bce_weight: float = 0.0
+    eps: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    """Adam with exponential learning-rate decay per epoch (method.md)."""
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    lr_decay: float = 0.96
+
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly joint image/mask augmentation (rotations 90/270, shift, zoom, shear).
+
+    ``expand`` repeats the training set per epoch (the paper's 8x offline expansion is
+    ``expand: 8``; the copies differ by their random augmentation).
+    """
+
+    enabled: bool = True
+    rot90: float = 0.5
+    shift: float = 0.1
+    zoom: tuple[float, float] = (0.9, 1.1)
+    shear: float = 10.0
+    expand: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """The loop: epochs, batch, selection, stopping, device."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    select_metric: str = "val_score"
+    early_stopping: int | None = None
+    num_workers: int = 0
+    device: str = "auto"
+    compile: bool = False
+    max_steps_per_epoch: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; written to ``RUN_DIR/config.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Turn a YAML value into the annotated type, or raise naming the key."""
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise InputError(where, f"expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise InputError(where, f"expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise InputError(where, f"expected {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise InputError(where, f"expected a list, got {value!r}")
+        return [_convert(args[0], v, where) for v in value]
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(tp, type) and isinstance(value, tp)):
+        if tp is int and isinstance(value, bool):
+            raise InputError(where, f"expected an integer, got {value!r}")
+        return value
+    raise InputError(where, f"expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type, d: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys (listing valid ones)."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise InputError(where, f"unknown key(s) {unknown}; valid: {names}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in d.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise InputError(where, str(e)) from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain, YAML-safe dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise InputError("--set", f"expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        node = d
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InputError("--set", f"{key!r}: {p!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return d
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults), apply ``--set`` overrides, validate."""
+    d: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise InputError(path, "config file not found") from None
+        except yaml.YAMLError as e:
+            raise InputError(path, f"not valid YAML: {e}") from None
+        if not isinstance(d, dict):
+            raise InputError(path, "a config must be a mapping of sections")
+    apply_overrides(d, overrides or [])
+    return from_dict(RunConfig, d, str(path) if path else "config")
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path

@@ -1,0 +1,1 @@
+"""Data: readers, source adapters, pre-processing, cache, splits, augmentation, datasets."""

@@ -1,0 +1,112 @@
+"""Build a training set: sources -> slice table -> cache -> patient split -> balance -> summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cache import SliceCache, build_cache
+from .preprocess import PreprocessConfig
+from .sources import load_sources
+from .split import SPLITS, assert_patient_disjoint, split_by_patient
+
+
+@dataclass
+class BuiltDataset:
+    """A cache plus the split of each of its rows (rows dropped by balancing are absent).
+
+    ``table`` is ``cache.table`` restricted to the kept rows, with a ``split`` column and
+    ``row`` = the row in the cache arrays.
+    """
+
+    cache: SliceCache
+    table: pd.DataFrame
+    duplicates: pd.DataFrame
+
+    def rows(self, split: str) -> np.ndarray:
+        return self.table.loc[self.table["split"] == split, "row"].to_numpy()
+
+    def summary(self) -> pd.DataFrame:
+        return summary_table(self.table)
+
+
+def _cap(table: pd.DataFrame, max_slices: int | None) -> pd.DataFrame:
+    """At most ``max_slices`` rows per source, evenly spaced (keeps every patient represented)."""
+    if max_slices is None:
+        return table
+    parts = []
+    for _, part in table.groupby("source", sort=False):
+        if len(part) > max_slices:
+            part = part.iloc[np.linspace(0, len(part) - 1, max_slices).round().astype(int)]
+        parts.append(part)
+    return pd.concat(parts)
+
+
+def balance(table: pd.DataFrame, ratio: float, seed: int = 0) -> pd.DataFrame:
+    """Keep at most ``ratio`` healthy slices per infected slice in each split (random, seeded)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, part in table.groupby("split", sort=True):
+        inf = part[part["label"] == "infected"]
+        healthy = part[part["label"] == "healthy"]
+        n = min(len(healthy), int(round(ratio * len(inf))))
+        keep += [inf, healthy.iloc[np.sort(rng.choice(len(healthy), n, replace=False))]]
+    return pd.concat(keep).sort_values("row")
+
+
+def find_duplicates(table: pd.DataFrame) -> pd.DataFrame:
+    """Identical pre-processed images in different splits (by content hash)."""
+    groups = table.groupby("image_hash")["split"].nunique()
+    dup = table[table["image_hash"].isin(groups[groups > 1].index)]
+    return dup[["image_hash", "split", "source", "patient", "image"]].sort_values("image_hash")
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Table-2-style counts: per source and split, infected / healthy slices and patients."""
+    g = table.groupby(["source", "split"])
+    out = pd.DataFrame(
+        {
+            "infected": g["label"].apply(lambda s: int((s == "infected").sum())),
+            "healthy": g["label"].apply(lambda s: int((s == "healthy").sum())),
+            "with_mask": g["has_mask"].sum().astype(int),
+            "patients": g["patient"].nunique(),
+        }
+    ).reset_index()
+    total = out.groupby("split")[["infected", "healthy", "with_mask", "patients"]].sum().reset_index()
+    total.insert(0, "source", "ALL")
+    out = pd.concat([out, total], ignore_index=True)
+    out["split"] = pd.Categorical(out["split"], SPLITS, ordered=True)
+    return out.sort_values(["source", "split"]).reset_index(drop=True)
+
+
+def build_dataset(
+    sources: list[str | Path],
+    preprocess: PreprocessConfig,
+    *,
+    cache_dir: str | Path = "~/.cache/lungmtl",
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    split_seed: int = 0,
+    balance_ratio: float | None = None,
+    study_labels: bool = True,
+    max_slices: int | None = None,
+    skip_bad: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+) -> BuiltDataset:
+    """Everything ``lungmtl data build`` does, as a function (see ``DataConfig`` for the options)."""
+    table = load_sources([str(s) for s in sources])
+    if not study_labels:
+        table = table[table["label_level"] != "study"]
+    table = _cap(table, max_slices)
+    cache = build_cache(table, preprocess, cache_dir, skip_bad=skip_bad, workers=workers,
+                        progress=progress)
+    t = cache.table.copy()
+    t["row"] = np.arange(len(t))
+    t["split"] = split_by_patient(t, split, split_seed).to_numpy()
+    if balance_ratio is not None:
+        t = balance(t, balance_ratio, split_seed)
+    assert_patient_disjoint(t)
+    return BuiltDataset(cache=cache, table=t.reset_index(drop=True), duplicates=find_duplicates(t))

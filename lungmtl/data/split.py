@@ -1,0 +1,67 @@
+"""Patient-level train/validation/test splits: no patient ever lands in two splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+
+
+def split_by_patient(
+    table: pd.DataFrame,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    seed: int = 0,
+) -> pd.Series:
+    """Assign every slice to train / val / test so that each patient sits in one split.
+
+    Within each source, patients are grouped by what they hold (infected only, healthy only,
+    both), shuffled with ``seed``, and dealt largest first to the split furthest below its
+    target share of that source's slices. Every source and every kind of patient is therefore
+    spread over the splits as evenly as whole patients allow (a source with two patients cannot
+    be split 60/20/20: its patients go where the deficit is largest).
+
+    Args:
+        table: slice table with ``source``, ``patient`` and ``label`` columns.
+        fractions: train, val, test shares (must sum to 1).
+        seed: shuffling seed; the same table and seed give the same split.
+
+    Returns:
+        A Series of split names aligned with ``table.index``.
+    """
+    fr = np.asarray(fractions, dtype=float)
+    if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    assignment: dict[tuple[str, str], str] = {}
+    for source, part in table.groupby("source", sort=True):
+        per_patient = part.groupby("patient")["label"].agg(
+            n="size", kind=lambda s: "+".join(sorted(set(s)))
+        )
+        target = fr * len(part)
+        have = np.zeros(3)
+        # Strata: patients holding the same label mix; rarest strata first so they spread too.
+        for _, stratum in sorted(per_patient.groupby("kind"), key=lambda kv: len(kv[1])):
+            patients = stratum.index.to_numpy()
+            patients = patients[rng.permutation(len(patients))]
+            sizes = stratum.loc[patients, "n"].to_numpy()
+            order = np.argsort(-sizes, kind="stable")
+            for pid, n in zip(patients[order], sizes[order], strict=True):
+                k = int(np.argmax(target - have - (fr == 0) * 1e12))
+                have[k] += n
+                assignment[(source, pid)] = SPLITS[k]
+    out = pd.Series(
+        [assignment[(s, p)] for s, p in zip(table["source"], table["patient"], strict=True)],
+        index=table.index,
+        name="split",
+    )
+    assert_patient_disjoint(table.assign(split=out))
+    return out
+
+
+def assert_patient_disjoint(table: pd.DataFrame) -> None:
+    """Raise if any (source, patient) appears in more than one split."""
+    n = table.groupby(["source", "patient"])["split"].nunique()
+    leaked = n[n > 1]
+    if len(leaked):
+        raise AssertionError(f"patients in more than one split: {list(leaked.index[:5])}")

@@ -1,0 +1,231 @@
+"""evaluate(): metrics.json (overall, per source, per patient, CIs), predictions.csv, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import RunConfig, from_dict
+from .data.cache import build_cache
+from .data.dataset import SliceTensors
+from .data.sources import load_sources
+from .device import prepare_model, resolve_device
+from .errors import InputError
+from .metrics import (
+    ClassificationAccumulator,
+    SegmentationAccumulator,
+    bootstrap_ci,
+    classification_metrics,
+)
+from .models import checkpoint
+from .predict_core import predict_tensors
+from .training import build_from_config
+from .report import CLS_COLUMNS, SEG_COLUMNS, confusion_png, markdown_table, overlay_sheet, roc_png
+
+CLS_KEYS = ("accuracy", "sensitivity", "specificity", "auc", "precision", "f1", "mcc")
+SEG_KEYS = ("dice_mean", "dice_std", "dice_infected_mean", "iou_mean", "pixel_accuracy", "mse",
+            "psnr", "ssim")
+THRESHOLD = 0.5
+
+
+def _clean(v):
+    """JSON-safe: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    return v
+
+
+def metric_block(frame: pd.DataFrame, seg_prob: np.ndarray, masks: np.ndarray) -> dict:
+    """The metrics.json keys for the slices in ``frame`` (positional rows into the arrays)."""
+    y = frame["y"].to_numpy()
+    c = classification_metrics(y, frame["p_infected"].to_numpy(), threshold=THRESHOLD)
+    block = {
+        "n_slices": int(len(frame)),
+        "n_infected": int(y.sum()),
+        "n_healthy": int((1 - y).sum()),
+        **{k: c.get(k) for k in CLS_KEYS},
+    }
+    pos = frame.loc[frame["has_mask"], "pos"].to_numpy()
+    s: dict = {}
+    if len(pos):
+        acc = SegmentationAccumulator()
+        acc.update(seg_prob[pos], masks[pos])
+        s = acc.compute()
+    block.update({k: s.get(k) for k in SEG_KEYS})
+    block["n_slices_with_mask"] = int(len(pos))
+    return block
+
+
+def patient_block(frame: pd.DataFrame) -> dict:
+    """A patient is infected when any of its slices is (truth) / is predicted (model)."""
+    g = frame.groupby(["source", "patient"])
+    y = g["y"].max().to_numpy()
+    p = g["p_infected"].max().to_numpy()
+    c = classification_metrics(y, p, threshold=THRESHOLD)
+    return {"n_patients": int(len(y)), "n_infected": int(y.sum()), "n_healthy": int((1 - y).sum()),
+            **{k: c.get(k) for k in CLS_KEYS}}
+
+
+def _select(checkpoint_path: Path, data: list[str] | None, split: str, cfg: RunConfig,
+            cache_dir: str | None, progress: bool):
+    """The cache and rows to evaluate: new data, or a split of the run's own data."""
+    if data:
+        table = load_sources(data)
+        cache = build_cache(table, cfg.preprocess, cache_dir or cfg.data.cache_dir,
+                            skip_bad=True, progress=progress)
+        return cache, np.arange(len(cache))
+    if cache_dir:
+        cfg.data.cache_dir = cache_dir
+    ds = build_from_config(cfg, progress)
+    rows = ds.rows(split)
+    if not len(rows):
+        raise InputError(checkpoint_path, f"the run's {split!r} split is empty")
+    return ds.cache, rows
+
+
+def evaluate(
+    checkpoint_path: str | Path,
+    out: str | Path,
+    *,
+    data: list[str] | None = None,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 32,
+    n_boot: int = 1000,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a checkpoint on ``data`` (never seen in training) or on its run's ``split``.
+
+    Writes ``metrics.json``, ``predictions.csv``, ``report.md``, ``confusion.png``,
+    ``roc.png`` and ``overlays.png`` into ``out``; returns the metrics dict.
+    """
+    out = Path(out)
+    ck = checkpoint.read(checkpoint_path)
+    if "run_config" not in ck:
+        raise InputError(checkpoint_path, "checkpoint has no run config (not written by fit)")
+    cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "checkpoint run_config")
+    dev = resolve_device(device)
+    model = prepare_model(checkpoint.load(checkpoint_path), dev)
+    cache, rows = _select(Path(checkpoint_path), data, split, cfg, cache_dir, progress)
+    tensors = SliceTensors(cache, rows)
+    pred = predict_tensors(model, tensors, dev, batch_size)
+
+    frame = cache.table.iloc[rows].reset_index(drop=True)
+    frame["pos"] = np.arange(len(frame))
+    frame["y"] = (frame["label"] == "infected").astype(int)
+    frame["p_infected"] = pred.p_infected
+    frame["pred_label"] = np.where(pred.p_infected >= THRESHOLD, "infected", "healthy")
+    frame["correct"] = (pred.p_infected >= THRESHOLD).astype(int) == frame["y"]
+    frame["has_mask"] = frame["has_mask"].astype(bool)
+    masks = tensors.mask.numpy()[:, 0]
+    seg = SegmentationAccumulator()
+    hm = frame["has_mask"].to_numpy()
+    for k in ("dice", "iou"):
+        frame[k] = np.nan
+    if hm.any():
+        seg.update(pred.seg_prob[hm], masks[hm])
+        per = seg.per_slice()
+        frame.loc[hm, "dice"] = per["dice"]
+        frame.loc[hm, "iou"] = per["iou"]
+    frame["pred_area"] = (pred.seg_prob >= THRESHOLD).sum(axis=(1, 2))
+
+    metrics = metric_block(frame, pred.seg_prob, masks)
+    metrics["per_source"] = {
+        src: metric_block(part, pred.seg_prob, masks)
+        for src, part in frame.groupby("source", sort=True)
+    }
+    metrics["patient"] = patient_block(frame)
+    dice = frame.loc[hm, "dice"].to_numpy()
+    dice_inf = frame.loc[hm & (frame["y"] == 1) & (masks.sum(axis=(1, 2)) > 0), "dice"].to_numpy()
+    metrics["ci95"] = {
+        "accuracy": bootstrap_ci(frame["correct"].to_numpy(float), n_boot=n_boot),
+        "dice_mean": bootstrap_ci(dice, n_boot=n_boot) if len(dice) else None,
+        "dice_infected_mean": bootstrap_ci(dice_inf, n_boot=n_boot) if len(dice_inf) else None,
+    }
+    metrics["threshold"] = THRESHOLD
+    metrics["checkpoint"] = str(checkpoint_path)
+    metrics["data"] = list(data) if data else f"run split: {split}"
+    metrics["confusion"] = classification_metrics(
+        frame["y"].to_numpy(), pred.p_infected, threshold=THRESHOLD
+    )["confusion"]
+    metrics = _clean(metrics)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    keep = ["image", "index", "source", "patient", "slice", "label", "label_level", "has_mask",
+            "p_infected", "pred_label", "correct", "dice", "iou", "pred_area"]
+    frame[keep].to_csv(out / "predictions.csv", index=False)
+    confusion_png(metrics["confusion"], out / "confusion.png")
+    roc_png(frame["y"].to_numpy(), pred.p_infected, out / "roc.png", metrics["auc"])
+    _overlays(frame, tensors, pred.seg_prob, masks, out / "overlays.png")
+    _report(metrics, out / "report.md")
+    return metrics
+
+
+def _overlays(frame, tensors, seg_prob, masks, path: Path, k: int = 3) -> None:
+    """Best and worst Dice among infected slices with masks (or most/least confident)."""
+    cand = frame[frame["has_mask"] & (frame["y"] == 1)].dropna(subset=["dice"])
+    if cand.empty:
+        cand = frame.assign(dice=frame["p_infected"])
+    cand = cand.sort_values("dice")
+    picks = pd.concat([cand.tail(k).iloc[::-1], cand.head(k)]).drop_duplicates("pos")
+    cases = []
+    for _, r in picks.iterrows():
+        i = int(r["pos"])
+        cases.append({
+            "image": tensors.image[i, 0].float().numpy(),
+            "true": masks[i] if r["has_mask"] else None,
+            "pred": seg_prob[i] >= THRESHOLD,
+            "caption": f"{r['source']} {r['patient']} s{r['slice']}  Dice={r['dice']:.2f}  "
+                       f"P(inf)={r['p_infected']:.2f}",
+        })
+    overlay_sheet(cases, path, title="best (top) and worst (bottom) segmentations")
+
+
+def _report(m: dict, path: Path) -> None:
+    rows = {"all": m, **{f"source: {s}": b for s, b in m["per_source"].items()}}
+    ci = m["ci95"]
+
+    def ci_s(key: str) -> str:
+        v = ci.get(key)
+        return f"[{v[0]:.4f}, {v[1]:.4f}]" if v else "n/a"
+
+    text = f"""# Evaluation report
+
+Checkpoint: `{m["checkpoint"]}`; data: {m["data"]}; threshold {m["threshold"]} on P(infected).
+
+## Segmentation (paper Table 3 layout; slices with a mask; empty-vs-empty counts as Dice 1)
+
+{markdown_table(rows, SEG_COLUMNS)}
+
+## Classification (paper Table 4 layout)
+
+{markdown_table(rows, CLS_COLUMNS)}
+
+## Patient level (infected when any slice is)
+
+{markdown_table({"patients": {**m["patient"], "n": m["patient"]["n_patients"]}}, CLS_COLUMNS)}
+
+## 95% bootstrap confidence intervals
+
+- accuracy: {ci_s("accuracy")}
+- Dice (all slices with a mask): {ci_s("dice_mean")}
+- Dice (infected slices): {ci_s("dice_infected_mean")}
+
+Confusion matrix ([[TN, FP], [FN, TP]]): {m["confusion"]}
+
+![confusion](confusion.png) ![roc](roc.png)
+
+![overlays](overlays.png)
+"""
+    path.write_text(text)

@@ -1,0 +1,25 @@
+"""Models: blocks, encoders, decoders, heads, the multi-task net, and checkpoints."""
+
+from .checkpoint import load, read, save
+from .multitask import (
+    BACKBONES,
+    ModelConfig,
+    MultiTaskNet,
+    MultiTaskOutput,
+    count_parameters,
+    create_model,
+    pad_to_multiple,
+)
+
+__all__ = [
+    "BACKBONES",
+    "ModelConfig",
+    "MultiTaskNet",
+    "MultiTaskOutput",
+    "count_parameters",
+    "create_model",
+    "load",
+    "pad_to_multiple",
+    "read",
+    "save",
+]

@@ -1,0 +1,88 @@
+"""Checkpoints: model config + weights (+ optional extras), saved atomically, loaded safely."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .multitask import ModelConfig, MultiTaskNet
+
+FORMAT = "lungmtl-checkpoint"
+VERSION = 1
+#: File names looked up, in order, when a run directory is given instead of a file.
+RUN_FILES = ("best.pt", "last.pt")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash or Ctrl-C leaves either the old file or the new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save(model: MultiTaskNet, path: str | Path, **extra: Any) -> Path:
+    """Save a model's config and weights; ``extra`` entries (plain data/tensors) ride along."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    return atomic_torch_save(payload, path)
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory holding ``best.pt`` / ``last.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(path, f"no checkpoint in this folder (looked for {list(RUN_FILES)})")
+    if not path.is_file():
+        raise CheckpointError(path, "checkpoint not found")
+    return path
+
+
+def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict safely (``weights_only=True``) and check it is lungmtl's."""
+    path = resolve(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, pickle with forbidden globals, not a torch file...
+        raise CheckpointError(path, f"unreadable or truncated checkpoint ({type(e).__name__}: {e})")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(path, "not a lungmtl checkpoint (missing format marker)")
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(path, f"written by a newer lungmtl (version {ckpt['version']})")
+    return ckpt
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskNet:
+    """Rebuild a model from a checkpoint alone (config + weights), in eval mode."""
+    ckpt = read(path, map_location)
+    try:
+        model = MultiTaskNet(ModelConfig.from_dict(ckpt["model_config"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(resolve(path), f"inconsistent checkpoint: {e}")
+    return model.eval()
