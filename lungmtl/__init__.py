@@ -1,3 +1,3 @@
-"""lungmtl: one multi-task network that classifies and segments COVID-19 lung infection on chest CT."""
+"""lungmtl: one multi-task network that classifies and segments COVID-19 infection on chest CT."""
 
 __version__ = "0.1.0"

@@ -58,22 +58,33 @@ def _train(args) -> int:
     try:
         r = fit(cfg, args.out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the last finished epoch is in {args.out}/last.pt "
-              f"(continue with --resume)", file=sys.stderr)
+        print(
+            f"\ninterrupted: the last finished epoch is in {args.out}/last.pt "
+            f"(continue with --resume)",
+            file=sys.stderr,
+        )
         return 130
-    print(f"best epoch {r.best_epoch} ({cfg.train.select_metric} = {r.best_value:.4f}); "
-          f"run: {r.run_dir}")
+    print(
+        f"best epoch {r.best_epoch} ({cfg.train.select_metric} = {r.best_value:.4f}); "
+        f"run: {r.run_dir}"
+    )
     return 0
 
 
 def _evaluate(args) -> int:
     from .evaluation import evaluate
 
-    m = evaluate(args.checkpoint, args.out, data=args.data, split=args.split, device=args.device,
-                 batch_size=args.batch_size, progress=not args.quiet)
+    m = evaluate(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        split=args.split,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
     keys = ("n_slices", "accuracy", "auc", "sensitivity", "specificity", "dice_infected_mean")
-    print(", ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}"
-                    for k in keys))
+    print(", ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -127,8 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = add("train", _train, "train a model from a config")
     t.add_argument("--config", help="run config YAML (configs/*.yaml)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=5")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=5",
+    )
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
 

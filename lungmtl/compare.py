@@ -29,21 +29,34 @@ def paired_tests(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     m = a.merge(b, on=KEY, suffixes=("_a", "_b"), how="outer", indicator=True)
     if (m["_merge"] != "both").any():
         raise InputError("compare", "the evaluations do not cover the same slices")
-    out: dict = {"n_slices": int(len(m))}
+    out: dict = {"n_slices": len(m)}
     d = m.dropna(subset=["dice_a", "dice_b"])
     if len(d) >= 2 and not np.allclose(d["dice_a"], d["dice_b"]):
         t = stats.ttest_rel(d["dice_a"], d["dice_b"])
-        out["dice"] = {"mean_a": d["dice_a"].mean(), "mean_b": d["dice_b"].mean(),
-                       "t": float(t.statistic), "p": float(t.pvalue), "n": int(len(d))}
+        out["dice"] = {
+            "mean_a": d["dice_a"].mean(),
+            "mean_b": d["dice_b"].mean(),
+            "t": float(t.statistic),
+            "p": float(t.pvalue),
+            "n": len(d),
+        }
     else:
-        out["dice"] = {"mean_a": d["dice_a"].mean() if len(d) else None,
-                       "mean_b": d["dice_b"].mean() if len(d) else None,
-                       "t": None, "p": 1.0 if len(d) >= 2 else None, "n": int(len(d))}
+        out["dice"] = {
+            "mean_a": d["dice_a"].mean() if len(d) else None,
+            "mean_b": d["dice_b"].mean() if len(d) else None,
+            "t": None,
+            "p": 1.0 if len(d) >= 2 else None,
+            "n": len(d),
+        }
     ca, cb = m["correct_a"].astype(float), m["correct_b"].astype(float)
     if not np.array_equal(ca, cb):
         t = stats.ttest_rel(ca, cb)
-        out["correct"] = {"acc_a": ca.mean(), "acc_b": cb.mean(), "t": float(t.statistic),
-                          "p": float(t.pvalue)}
+        out["correct"] = {
+            "acc_a": ca.mean(),
+            "acc_b": cb.mean(),
+            "t": float(t.statistic),
+            "p": float(t.pvalue),
+        }
     else:
         out["correct"] = {"acc_a": ca.mean(), "acc_b": cb.mean(), "t": None, "p": 1.0}
     only_a = int(((ca == 1) & (cb == 0)).sum())
@@ -71,7 +84,9 @@ def compare(eval_dirs: list[str | Path], alpha: float = 0.05) -> str:
         ps = [x for x in (r["dice"]["p"], r["correct"]["p"]) if x is not None]
 
         def f(v, digits=4):
-            return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+            return (
+                "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{digits}f}"
+            )
 
         lines.append(
             f"| `{d}` | {r['n_slices']} | {f(r['dice']['mean_a'])} | {f(r['dice']['mean_b'])} "

@@ -21,29 +21,36 @@ PHANTOM_NOTE = (
 def demo_config(sources: list[str], out: Path, epochs: int, real: bool) -> RunConfig:
     """A small, fast configuration (64 px phantom / 96 px real, width x0.25)."""
     size = 96 if real else 64
-    return load_config(overrides=[
-        f"data.sources={[str(s) for s in sources]}",
-        f"data.cache_dir={out / 'cache'}",
-        f"data.max_slices={200 if real else 'null'}",
-        f"preprocess.size={size}",
-        "model.width_mult=0.25",
-        "model.cls_hidden=[64, 32]",
-        "train.batch_size=16",
-        f"train.epochs={epochs}",
-        "optim.lr=0.002",
-        "optim.lr_decay=0.9",
-    ])
+    return load_config(
+        overrides=[
+            f"data.sources={[str(s) for s in sources]}",
+            f"data.cache_dir={out / 'cache'}",
+            f"data.max_slices={200 if real else 'null'}",
+            f"preprocess.size={size}",
+            "model.width_mult=0.25",
+            "model.cls_hidden=[64, 32]",
+            "train.batch_size=16",
+            f"train.epochs={epochs}",
+            "optim.lr=0.002",
+            "optim.lr_decay=0.9",
+        ]
+    )
 
 
-def demo(out: str | Path = "lungmtl-demo", data: str | None = None, epochs: int | None = None,
-         progress: bool = True) -> dict:
+def demo(
+    out: str | Path = "lungmtl-demo",
+    data: str | None = None,
+    epochs: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Run the pipeline end to end and return the test-split metrics; prints where it all is."""
     out = Path(out)
     t0 = time.perf_counter()
     if data is None:
         print(PHANTOM_NOTE, flush=True)
-        src = write_phantom_dataset(out / "phantom-data", n_patients=16, n_slices=12, size=128,
-                                    seed=0)
+        src = write_phantom_dataset(
+            out / "phantom-data", n_patients=16, n_slices=12, size=128, seed=0
+        )
     else:
         print(f"Data: {data}", flush=True)
         src = Path(data)

@@ -15,19 +15,26 @@ from .data.sources import load_sources
 from .device import prepare_model, resolve_device
 from .errors import InputError
 from .metrics import (
-    ClassificationAccumulator,
     SegmentationAccumulator,
     bootstrap_ci,
     classification_metrics,
 )
 from .models import checkpoint
 from .predict_core import predict_tensors
-from .training import build_from_config
 from .report import CLS_COLUMNS, SEG_COLUMNS, confusion_png, markdown_table, overlay_sheet, roc_png
+from .training import build_from_config
 
 CLS_KEYS = ("accuracy", "sensitivity", "specificity", "auc", "precision", "f1", "mcc")
-SEG_KEYS = ("dice_mean", "dice_std", "dice_infected_mean", "iou_mean", "pixel_accuracy", "mse",
-            "psnr", "ssim")
+SEG_KEYS = (
+    "dice_mean",
+    "dice_std",
+    "dice_infected_mean",
+    "iou_mean",
+    "pixel_accuracy",
+    "mse",
+    "psnr",
+    "ssim",
+)
 THRESHOLD = 0.5
 
 
@@ -49,7 +56,7 @@ def metric_block(frame: pd.DataFrame, seg_prob: np.ndarray, masks: np.ndarray) -
     y = frame["y"].to_numpy()
     c = classification_metrics(y, frame["p_infected"].to_numpy(), threshold=THRESHOLD)
     block = {
-        "n_slices": int(len(frame)),
+        "n_slices": len(frame),
         "n_infected": int(y.sum()),
         "n_healthy": int((1 - y).sum()),
         **{k: c.get(k) for k in CLS_KEYS},
@@ -61,7 +68,7 @@ def metric_block(frame: pd.DataFrame, seg_prob: np.ndarray, masks: np.ndarray) -
         acc.update(seg_prob[pos], masks[pos])
         s = acc.compute()
     block.update({k: s.get(k) for k in SEG_KEYS})
-    block["n_slices_with_mask"] = int(len(pos))
+    block["n_slices_with_mask"] = len(pos)
     return block
 
 
@@ -71,17 +78,28 @@ def patient_block(frame: pd.DataFrame) -> dict:
     y = g["y"].max().to_numpy()
     p = g["p_infected"].max().to_numpy()
     c = classification_metrics(y, p, threshold=THRESHOLD)
-    return {"n_patients": int(len(y)), "n_infected": int(y.sum()), "n_healthy": int((1 - y).sum()),
-            **{k: c.get(k) for k in CLS_KEYS}}
+    return {
+        "n_patients": len(y),
+        "n_infected": int(y.sum()),
+        "n_healthy": int((1 - y).sum()),
+        **{k: c.get(k) for k in CLS_KEYS},
+    }
 
 
-def _select(checkpoint_path: Path, data: list[str] | None, split: str, cfg: RunConfig,
-            cache_dir: str | None, progress: bool):
+def _select(
+    checkpoint_path: Path,
+    data: list[str] | None,
+    split: str,
+    cfg: RunConfig,
+    cache_dir: str | None,
+    progress: bool,
+):
     """The cache and rows to evaluate: new data, or a split of the run's own data."""
     if data:
         table = load_sources(data)
-        cache = build_cache(table, cfg.preprocess, cache_dir or cfg.data.cache_dir,
-                            skip_bad=True, progress=progress)
+        cache = build_cache(
+            table, cfg.preprocess, cache_dir or cfg.data.cache_dir, skip_bad=True, progress=progress
+        )
         return cache, np.arange(len(cache))
     if cache_dir:
         cfg.data.cache_dir = cache_dir
@@ -162,8 +180,22 @@ def evaluate(
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    keep = ["image", "index", "source", "patient", "slice", "label", "label_level", "has_mask",
-            "p_infected", "pred_label", "correct", "dice", "iou", "pred_area"]
+    keep = [
+        "image",
+        "index",
+        "source",
+        "patient",
+        "slice",
+        "label",
+        "label_level",
+        "has_mask",
+        "p_infected",
+        "pred_label",
+        "correct",
+        "dice",
+        "iou",
+        "pred_area",
+    ]
     frame[keep].to_csv(out / "predictions.csv", index=False)
     confusion_png(metrics["confusion"], out / "confusion.png")
     roc_png(frame["y"].to_numpy(), pred.p_infected, out / "roc.png", metrics["auc"])
@@ -182,13 +214,15 @@ def _overlays(frame, tensors, seg_prob, masks, path: Path, k: int = 3) -> None:
     cases = []
     for _, r in picks.iterrows():
         i = int(r["pos"])
-        cases.append({
-            "image": tensors.image[i, 0].float().numpy(),
-            "true": masks[i] if r["has_mask"] else None,
-            "pred": seg_prob[i] >= THRESHOLD,
-            "caption": f"{r['source']} {r['patient']} s{r['slice']}  Dice={r['dice']:.2f}  "
-                       f"P(inf)={r['p_infected']:.2f}",
-        })
+        cases.append(
+            {
+                "image": tensors.image[i, 0].float().numpy(),
+                "true": masks[i] if r["has_mask"] else None,
+                "pred": seg_prob[i] >= THRESHOLD,
+                "caption": f"{r['source']} {r['patient']} s{r['slice']}  Dice={r['dice']:.2f}  "
+                f"P(inf)={r['p_infected']:.2f}",
+            }
+        )
     overlay_sheet(cases, path, title="best (top) and worst (bottom) segmentations")
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
 
 SEG_COLUMNS = [
     ("pixel_accuracy", "Acc (%)", 100),
@@ -55,8 +55,9 @@ def confusion_png(confusion, path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(3.6, 3.2), dpi=120)
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center",
-                color="white" if v > cm.max() / 2 else "black")
+        ax.text(
+            j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black"
+        )
     ax.set_xticks([0, 1], ["healthy", "infected"])
     ax.set_yticks([0, 1], ["healthy", "infected"])
     ax.set_xlabel("predicted")
@@ -86,8 +87,9 @@ def roc_png(y_true: np.ndarray, p: np.ndarray, path: Path, auc: float | None) ->
     return path
 
 
-def overlay_rgb(image: np.ndarray, mask: np.ndarray | None, color=(1.0, 0.0, 0.0),
-                alpha: float = 0.45) -> np.ndarray:
+def overlay_rgb(
+    image: np.ndarray, mask: np.ndarray | None, color=(1.0, 0.0, 0.0), alpha: float = 0.45
+) -> np.ndarray:
     """Grey slice in [0,1] with ``mask`` blended in ``color`` (red by default)."""
     lo, hi = np.percentile(image, [0.5, 99.5])
     g = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
@@ -99,7 +101,7 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray | None, color=(1.0, 0.0, 0.0
 
 
 def overlay_sheet(cases: list[dict], path: Path, title: str = "") -> Path:
-    """Rows of (CT slice, true mask, predicted mask in red); each case: image, true, pred, caption."""
+    """Rows of (CT slice, true mask, predicted mask in red); keys: image, true, pred, caption."""
     n = max(len(cases), 1)
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.6 * n), dpi=110, squeeze=False)
     for row, case in zip(axes, cases, strict=False):

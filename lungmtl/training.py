@@ -81,6 +81,21 @@ def validation_metrics(model, data: SliceTensors, loss_fn, device, batch_size) -
     }
 
 
+def _resumable(cfg: dict | None) -> dict | None:
+    """The config without the keys that may change when a run is resumed or extended."""
+    if cfg is None:
+        return None
+    out = {k: dict(v) for k, v in cfg.items()}
+    for section, key in (
+        ("train", "epochs"),
+        ("train", "early_stopping"),
+        ("train", "device"),
+        ("data", "cache_dir"),
+    ):
+        out.get(section, {}).pop(key, None)
+    return out
+
+
 def _state(model, opt, sched, epoch, history, best, cfg) -> dict:
     return {
         "run_config": to_dict(cfg),
@@ -126,7 +141,9 @@ def fit(
 
     model = prepare_model(MultiTaskNet(cfg.model), device)
     opt = torch.optim.Adam(
-        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        model.parameters(),
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
         fused=device.type == "cuda",
     )
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.optim.lr_decay)
@@ -139,8 +156,12 @@ def fit(
     best = {"epoch": -1, "value": math.inf if minimise else -math.inf}
     if resume and (run_dir / "last.pt").exists():
         ck = checkpoint.read(run_dir / "last.pt", map_location=device)
-        if ck.get("run_config") != to_dict(cfg):
-            raise CheckpointError(run_dir / "last.pt", "was trained with a different config")
+        if _resumable(ck.get("run_config")) != _resumable(to_dict(cfg)):
+            raise CheckpointError(
+                run_dir / "last.pt",
+                "was trained with a different config (only train.epochs, train.early_stopping, "
+                "train.device and data.cache_dir may change on resume)",
+            )
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -156,17 +177,20 @@ def fit(
         steps = math.ceil(len(train) * cfg.augment.expand / t.batch_size)
         if t.max_steps_per_epoch:
             steps = min(steps, t.max_steps_per_epoch)
-        bar = tqdm(total=steps, disable=not progress, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   leave=False)
-        batches = train.batches(t.batch_size, shuffle=True, generator=gen,
-                                repeat=cfg.augment.expand, device=device)
+        bar = tqdm(
+            total=steps, disable=not progress, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False
+        )
+        batches = train.batches(
+            t.batch_size, shuffle=True, generator=gen, repeat=cfg.augment.expand, device=device
+        )
         for _, b in zip(range(steps), batches, strict=False):
             x, m = b.image, b.mask
             if cfg.augment.enabled:
                 a = cfg.augment
                 m_in = m[:, None].float() if multiclass else m
-                x, m_in = augment_batch(x, m_in, rot90=a.rot90, shift=a.shift, zoom=a.zoom,
-                                        shear=a.shear, generator=gen)
+                x, m_in = augment_batch(
+                    x, m_in, rot90=a.rot90, shift=a.shift, zoom=a.zoom, shear=a.shear, generator=gen
+                )
                 m = m_in[:, 0].long() if multiclass else m_in
             x = prepare_input(x, device)
             with autocast(device):
@@ -178,10 +202,12 @@ def fit(
             n = len(b.label)
             n_seen += n
             for k, v in zip(("loss", "seg", "cls"), losses, strict=True):
-                sums[k] += float(v) * n
+                sums[k] += float(v.detach()) * n
             bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss'] / n_seen:.4f}",
-                            sl_s=f"{n_seen / (time.perf_counter() - t0):.1f}")
+            bar.set_postfix(
+                loss=f"{sums['loss'] / n_seen:.4f}",
+                sl_s=f"{n_seen / (time.perf_counter() - t0):.1f}",
+            )
         bar.close()
         train_time = time.perf_counter() - t0
         lr = opt.param_groups[0]["lr"]
@@ -204,17 +230,20 @@ def fit(
         )
         if improved:
             best = {"epoch": epoch + 1, "value": float(value)}
-            checkpoint.save(model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=epoch,
-                            metrics=val_m)
+            checkpoint.save(
+                model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=epoch, metrics=val_m
+            )
             bad_epochs = 0
         else:
             bad_epochs += 1
-        checkpoint.save(model, run_dir / "last.pt",
-                        **_state(model, opt, sched, epoch, history, best, cfg))
+        checkpoint.save(
+            model, run_dir / "last.pt", **_state(model, opt, sched, epoch, history, best, cfg)
+        )
         _write_history(run_dir / "history.csv", history)
         if progress:
             shown = ", ".join(
-                f"{k}={v:.4f}" for k, v in row.items()
+                f"{k}={v:.4f}"
+                for k, v in row.items()
                 if k.startswith(("train_loss", "val_")) and v is not None
             )
             tqdm.write(f"epoch {epoch + 1}: {shown}")

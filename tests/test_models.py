@@ -103,9 +103,9 @@ def test_width_multiplier_shrinks_channels():
 
 @pytest.mark.parametrize(("name", "attention"), COMBOS)
 def test_paper_parameter_counts(name, attention):
-    assert count_parameters(create_model(name, attention=attention)) == PAPER_PARAMS[
-        (name, attention)
-    ]
+    assert (
+        count_parameters(create_model(name, attention=attention)) == PAPER_PARAMS[(name, attention)]
+    )
 
 
 def test_cbam_adds_parameters_and_changes_output():
@@ -116,7 +116,7 @@ def test_cbam_adds_parameters_and_changes_output():
 
 
 def test_unknown_name_and_options_list_valid_ones():
-    with pytest.raises(ValueError, match="valid:.*resunet"):
+    with pytest.raises(ValueError, match=r"valid:.*resunet"):
         create_model("vgg")
     with pytest.raises(ValueError, match=r"unknown model option.*widthmult"):
         create_model("unet", widthmult=0.5)

@@ -79,7 +79,12 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random joint affine augmentation of a batch (see ``random_affine_matrices``)."""
     mats = random_affine_matrices(
-        image.shape[0], rot90=rot90, shift=shift, zoom=zoom, shear=shear, generator=generator,
+        image.shape[0],
+        rot90=rot90,
+        shift=shift,
+        zoom=zoom,
+        shear=shear,
+        generator=generator,
         device=image.device,
     )
     return apply_affine(image, mask, mats)

@@ -52,7 +52,7 @@ def balance(table: pd.DataFrame, ratio: float, seed: int = 0) -> pd.DataFrame:
     for _, part in table.groupby("split", sort=True):
         inf = part[part["label"] == "infected"]
         healthy = part[part["label"] == "healthy"]
-        n = min(len(healthy), int(round(ratio * len(inf))))
+        n = min(len(healthy), round(ratio * len(inf)))
         keep += [inf, healthy.iloc[np.sort(rng.choice(len(healthy), n, replace=False))]]
     return pd.concat(keep).sort_values("row")
 
@@ -75,7 +75,9 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
             "patients": g["patient"].nunique(),
         }
     ).reset_index()
-    total = out.groupby("split")[["infected", "healthy", "with_mask", "patients"]].sum().reset_index()
+    total = (
+        out.groupby("split")[["infected", "healthy", "with_mask", "patients"]].sum().reset_index()
+    )
     total.insert(0, "source", "ALL")
     out = pd.concat([out, total], ignore_index=True)
     out["split"] = pd.Categorical(out["split"], SPLITS, ordered=True)
@@ -96,13 +98,14 @@ def build_dataset(
     workers: int = 1,
     progress: bool = True,
 ) -> BuiltDataset:
-    """Everything ``lungmtl data build`` does, as a function (see ``DataConfig`` for the options)."""
+    """Everything ``lungmtl data build`` does, as a function (options: see ``DataConfig``)."""
     table = load_sources([str(s) for s in sources])
     if not study_labels:
         table = table[table["label_level"] != "study"]
     table = _cap(table, max_slices)
-    cache = build_cache(table, preprocess, cache_dir, skip_bad=skip_bad, workers=workers,
-                        progress=progress)
+    cache = build_cache(
+        table, preprocess, cache_dir, skip_bad=skip_bad, workers=workers, progress=progress
+    )
     t = cache.table.copy()
     t["row"] = np.arange(len(t))
     t["split"] = split_by_patient(t, split, split_seed).to_numpy()

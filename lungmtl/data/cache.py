@@ -119,8 +119,12 @@ def build_cache(
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(
-                tqdm(pool.map(_process, jobs, chunksize=16), total=len(jobs), disable=not progress,
-                     desc="pre-processing")
+                tqdm(
+                    pool.map(_process, jobs, chunksize=16),
+                    total=len(jobs),
+                    disable=not progress,
+                    desc="pre-processing",
+                )
             )
     else:
         results = [_process(j) for j in tqdm(jobs, disable=not progress, desc="pre-processing")]
@@ -167,14 +171,18 @@ def open_cache(root: str | Path) -> SliceCache:
     root = Path(root)
     try:
         meta = json.loads((root / "meta.json").read_text())
-        table = pd.read_csv(root / "table.csv", keep_default_na=False, dtype={"patient": str, "slice": str})
+        table = pd.read_csv(
+            root / "table.csv", keep_default_na=False, dtype={"patient": str, "slice": str}
+        )
         arrays = {
             n: np.load(root / f"{n}.npy", mmap_mode="r")
             for n in ("images", "masks", "multiclass", "lungs")
         }
     except (OSError, ValueError, KeyError) as e:
         raise InputError(root, f"broken cache folder ({e}); delete it to rebuild") from None
-    config = PreprocessConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
+    config = PreprocessConfig(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+    )
     return SliceCache(root=root, table=table, config=config, **arrays)
 
 

@@ -33,19 +33,20 @@ class SliceTensors:
         pin: pin host memory so copies to the GPU are asynchronous.
     """
 
-    def __init__(self, cache: SliceCache, rows: np.ndarray, *, multiclass: bool = False,
-                 pin: bool = False):
-        rows = np.asarray(rows, dtype=np.int64)
+    def __init__(
+        self, cache: SliceCache, rows: np.ndarray, *, multiclass: bool = False, pin: bool = False
+    ):
+        rows = np.array(rows, dtype=np.int64)  # a writable copy
         self.rows = torch.from_numpy(rows)
         self.image = torch.from_numpy(np.ascontiguousarray(cache.images[rows]))[:, None]
         table = cache.table.iloc[rows]
-        self.label = torch.from_numpy((table["label"] == "infected").to_numpy()).long()
+        self.label = torch.tensor((table["label"] == "infected").to_numpy(), dtype=torch.long)
         if multiclass:
             multi = np.ascontiguousarray(cache.multiclass[rows])
             self.has_mask = torch.from_numpy((multi != UNKNOWN).all(axis=(1, 2)))
             self.mask = torch.from_numpy(np.where(multi == UNKNOWN, 0, multi)).long()
         else:
-            self.has_mask = torch.from_numpy(table["has_mask"].to_numpy(dtype=bool))
+            self.has_mask = torch.tensor(table["has_mask"].to_numpy(dtype=bool))
             self.mask = torch.from_numpy(np.ascontiguousarray(cache.masks[rows]))[:, None]
         if pin and torch.cuda.is_available():
             self.image, self.mask = self.image.pin_memory(), self.mask.pin_memory()
@@ -76,7 +77,11 @@ class SliceTensors:
     ) -> Iterator[Batch]:
         """Yield batches over all rows (``repeat`` times, reshuffled each time when shuffling)."""
         for _ in range(repeat):
-            order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+            order = (
+                torch.randperm(len(self), generator=generator)
+                if shuffle
+                else torch.arange(len(self))
+            )
             stop = len(order) - (len(order) % batch_size if drop_last else 0)
             for i in range(0, stop, batch_size):
                 yield self.batch(order[i : i + batch_size], device)

@@ -16,10 +16,11 @@ def split_by_patient(
     """Assign every slice to train / val / test so that each patient sits in one split.
 
     Within each source, patients are grouped by what they hold (infected only, healthy only,
-    both), shuffled with ``seed``, and dealt largest first to the split furthest below its
-    target share of that source's slices. Every source and every kind of patient is therefore
-    spread over the splits as evenly as whole patients allow (a source with two patients cannot
-    be split 60/20/20: its patients go where the deficit is largest).
+    both); each group is shuffled with ``seed`` and its patients are dealt, one by one, to the
+    split furthest below its target share of that group's slices, so every source and every kind
+    of patient is spread over the splits as evenly as whole patients allow. A group with fewer
+    patients than there are splits is dealt against the source's totals instead (a source with
+    two patients cannot be split 60/20/20: its patients go where the source's deficit is largest).
 
     Args:
         table: slice table with ``source``, ``patient`` and ``label`` columns.
@@ -31,24 +32,27 @@ def split_by_patient(
     """
     fr = np.asarray(fractions, dtype=float)
     if fr.shape != (3,) or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise ValueError(f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}"
+        )
     rng = np.random.default_rng(seed)
     assignment: dict[tuple[str, str], str] = {}
     for source, part in table.groupby("source", sort=True):
         per_patient = part.groupby("patient")["label"].agg(
             n="size", kind=lambda s: "+".join(sorted(set(s)))
         )
-        target = fr * len(part)
-        have = np.zeros(3)
-        # Strata: patients holding the same label mix; rarest strata first so they spread too.
+        src_target, src_have = fr * len(part), np.zeros(3)
         for _, stratum in sorted(per_patient.groupby("kind"), key=lambda kv: len(kv[1])):
             patients = stratum.index.to_numpy()
             patients = patients[rng.permutation(len(patients))]
             sizes = stratum.loc[patients, "n"].to_numpy()
-            order = np.argsort(-sizes, kind="stable")
-            for pid, n in zip(patients[order], sizes[order], strict=True):
-                k = int(np.argmax(target - have - (fr == 0) * 1e12))
+            own = len(patients) >= int((fr > 0).sum())
+            target, have = fr * sizes.sum(), np.zeros(3)
+            for pid, n in zip(patients, sizes, strict=True):
+                deficit = (target - have) if own else (src_target - src_have)
+                k = int(np.argmax(np.where(fr > 0, deficit, -np.inf)))
                 have[k] += n
+                src_have[k] += n
                 assignment[(source, pid)] = SPLITS[k]
     out = pd.Series(
         [assignment[(s, p)] for s, p in zip(table["source"], table["patient"], strict=True)],

@@ -69,7 +69,9 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle with forbidden globals, not a torch file...
-        raise CheckpointError(path, f"unreadable or truncated checkpoint ({type(e).__name__}: {e})")
+        raise CheckpointError(
+            path, f"unreadable or truncated checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(path, "not a lungmtl checkpoint (missing format marker)")
     if ckpt.get("version", 0) > VERSION:
@@ -84,5 +86,5 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTas
         model = MultiTaskNet(ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, ValueError, RuntimeError) as e:
-        raise CheckpointError(resolve(path), f"inconsistent checkpoint: {e}")
+        raise CheckpointError(resolve(path), f"inconsistent checkpoint: {e}") from None
     return model.eval()

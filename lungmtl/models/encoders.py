@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -55,9 +57,7 @@ class ResUNetEncoder(Encoder):
             ResidualBlock(c0, c0),
         )
         stages: list[nn.Module] = [stem]
-        stages += [
-            ResidualBlock(i, o, stride=2) for i, o in zip(channels[:-1], channels[1:], strict=True)
-        ]
+        stages += [ResidualBlock(i, o, stride=2) for i, o in itertools.pairwise(channels)]
         self.stages = nn.ModuleList(stages)
         self.attn = nn.ModuleList(make_attention(attention, c) for c in channels)
 

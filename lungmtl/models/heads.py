@@ -16,7 +16,9 @@ class SegmentationHead(nn.Conv2d):
 class ClassificationHead(nn.Module):
     """Global average pooling -> dense 512 -> dense 128 -> dropout -> dense 2 (method.md)."""
 
-    def __init__(self, in_channels: int, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.5):
+    def __init__(
+        self, in_channels: int, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.5
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         prev = in_channels

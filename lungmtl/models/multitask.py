@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -101,7 +101,7 @@ class ModelConfig:
 
 
 class MultiTaskNet(nn.Module):
-    """Shared encoder -> (segmentation decoder + 1x1 head, classification head on the deepest map)."""
+    """Shared encoder -> segmentation decoder + 1x1 head, and a classifier on the deepest map."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -117,7 +117,7 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> MultiTaskOutput:
         """Args:
-            x: (N, in_channels, H, W) with H and W multiples of ``config.divisor`` (16 by default).
+        x: (N, in_channels, H, W) with H and W multiples of ``config.divisor`` (16 by default).
         """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(
@@ -143,7 +143,7 @@ def create_model(name: str = "unet", **config) -> MultiTaskNet:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad (bottom/right) so H and W are multiples of ``multiple``; returns the original size."""
+    """Zero-pad bottom/right so H and W are multiples of ``multiple``; also returns the old size."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:

@@ -1,0 +1,100 @@
+"""Patient-level splits, joint augmentation, and the run config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lungmtl.config import RunConfig, load_config, save_config, to_dict
+from lungmtl.data.augment import apply_affine, augment_batch, random_affine_matrices
+from lungmtl.data.split import assert_patient_disjoint, split_by_patient
+from lungmtl.errors import InputError
+
+
+def _table(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for src, n_pat in (("a", 30), ("b", 7), ("c", 2)):
+        for p in range(n_pat):
+            kind = ["infected", "healthy", "mixed"][p % 3]
+            for s in range(int(rng.integers(1, 12))):
+                label = kind if kind != "mixed" else ("infected" if s % 2 else "healthy")
+                rows.append({"source": src, "patient": f"{src}{p}", "label": label})
+    return pd.DataFrame(rows)
+
+
+def test_split_keeps_patients_whole_and_is_seeded():
+    t = _table()
+    s = split_by_patient(t, (0.6, 0.2, 0.2), seed=3)
+    assert (t.assign(split=s).groupby(["source", "patient"])["split"].nunique() == 1).all()
+    assert s.equals(split_by_patient(t, (0.6, 0.2, 0.2), seed=3))
+    assert not s.equals(split_by_patient(t, (0.6, 0.2, 0.2), seed=4))
+
+
+def test_split_fractions_are_close_for_a_large_source():
+    t = _table()
+    s = split_by_patient(t, (0.6, 0.2, 0.2), seed=0)
+    a = s[t["source"] == "a"].value_counts(normalize=True)
+    assert abs(a["train"] - 0.6) < 0.12 and abs(a["test"] - 0.2) < 0.12
+    # every split of the large source holds both classes
+    for part in ("train", "val", "test"):
+        assert set(t.loc[(t["source"] == "a") & (s == part), "label"]) == {"infected", "healthy"}
+
+
+def test_split_rejects_bad_fractions_and_detects_leaks():
+    with pytest.raises(ValueError, match="fractions"):
+        split_by_patient(_table(), (0.5, 0.2, 0.2))
+    leaky = pd.DataFrame({"source": ["a", "a"], "patient": ["p", "p"], "split": ["train", "test"]})
+    with pytest.raises(AssertionError, match="more than one split"):
+        assert_patient_disjoint(leaky)
+
+
+def test_augmentation_moves_image_and_mask_together():
+    g = torch.Generator().manual_seed(0)
+    img = torch.zeros(8, 1, 32, 32)
+    img[:, :, 8:14, 18:26] = 1.0
+    mask = (img > 0.5).float()
+    out, m = augment_batch(img, mask, rot90=1.0, shift=0.1, zoom=(0.9, 1.1), shear=10, generator=g)
+    assert out.shape == img.shape and m.shape == mask.shape
+    assert set(m.unique().tolist()) <= {0.0, 1.0}  # nearest keeps the mask binary
+    # where the warped mask is set, the warped image is bright, and vice versa
+    inside = out[m.bool()]
+    assert inside.mean() > 0.8
+    assert out[~m.bool()].mean() < 0.1
+
+
+def test_rot90_matrix_is_an_exact_quarter_turn():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    mats = random_affine_matrices(
+        1,
+        rot90=1.0,
+        shift=0.0,
+        zoom=(1.0, 1.0),
+        shear=0.0,
+        generator=torch.Generator().manual_seed(1),
+    )
+    out, _ = apply_affine(x, None, mats)
+    assert any(torch.allclose(out[0, 0], torch.rot90(x[0, 0], k)) for k in (1, 3))
+
+
+def test_config_round_trip_overrides_and_errors(tmp_path):
+    cfg = load_config(
+        overrides=["train.epochs=3", "model.name=resunet", "data.split=[0.7,0.15,0.15]"]
+    )
+    assert cfg.train.epochs == 3 and cfg.model.name == "resunet"
+    assert cfg.data.split == (0.7, 0.15, 0.15)
+    path = save_config(cfg, tmp_path / "c.yaml")
+    assert to_dict(load_config(path)) == to_dict(cfg)
+    with pytest.raises(InputError, match=r"unknown key.*epoch.*valid"):
+        load_config(overrides=["train.epoch=3"])
+    with pytest.raises(InputError, match="expected int"):
+        load_config(overrides=["train.epochs=many"])
+    with pytest.raises(InputError, match="unknown model"):
+        load_config(overrides=["model.name=vgg"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(InputError, match=r"bad\.yaml.*YAML"):
+        load_config(bad)
+    assert isinstance(load_config(), RunConfig)

@@ -1,0 +1,122 @@
+"""Training and evaluation end to end: real slices, resume equivalence, clear failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lungmtl.cli import main
+from lungmtl.config import load_config
+from lungmtl.data.phantom import write_phantom_dataset
+from lungmtl.errors import CheckpointError, InputError
+from lungmtl.evaluation import CLS_KEYS, SEG_KEYS, evaluate
+from lungmtl.models import checkpoint
+from lungmtl.training import fit
+
+BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
+
+
+def tiny_config(sources, cache, **over):
+    sets = [
+        f"data.sources={[str(s) for s in sources]}",
+        f"data.cache_dir={cache}",
+        "preprocess.size=64",
+        "model.width_mult=0.125",
+        "model.cls_hidden=[32, 16]",
+        "train.batch_size=8",
+        "train.epochs=2",
+        "optim.lr=0.003",
+    ]
+    return load_config(overrides=sets + [f"{k}={v}" for k, v in over.items()])
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom")
+    return write_phantom_dataset(root / "data", n_patients=8, n_slices=6, size=64, seed=1)
+
+
+def test_resume_reaches_the_same_weights(phantom, tmp_path):
+    cache = tmp_path / "cache"
+    whole = fit(tiny_config([phantom], cache), tmp_path / "a", progress=False)
+    fit(tiny_config([phantom], cache, **{"train.epochs": 1}), tmp_path / "b", progress=False)
+    resumed = fit(tiny_config([phantom], cache), tmp_path / "b", resume=True, progress=False)
+    assert len(resumed.history) == 2
+    a = checkpoint.read(tmp_path / "a" / "last.pt")["state_dict"]
+    b = checkpoint.read(tmp_path / "b" / "last.pt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert whole.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-5)
+
+
+def test_resume_refuses_a_different_config(phantom, tmp_path):
+    cfg = tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1})
+    fit(cfg, tmp_path / "run", progress=False)
+    other = tiny_config([phantom], tmp_path / "c", **{"optim.lr": 0.1})
+    with pytest.raises(CheckpointError, match="different config"):
+        fit(other, tmp_path / "run", resume=True, progress=False)
+
+
+@pytest.mark.realdata
+def test_end_to_end_on_real_slices(real_data, tmp_path):
+    cfg = tiny_config(
+        [real_data],
+        tmp_path / "cache",
+        **{
+            "data.max_slices": 40,
+            "train.epochs": 4,
+            "optim.lr_decay": 1.0,
+        },
+    )
+    result = fit(cfg, tmp_path / "run", progress=False)
+    h = result.history
+    assert h[-1]["train_loss"] < h[0]["train_loss"], [r["train_loss"] for r in h]
+    for name in ("config.yaml", "history.csv", "best.pt", "last.pt", "split.csv"):
+        assert (tmp_path / "run" / name).exists(), name
+    code = main(
+        ["evaluate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "eval"), "-q"]
+    )
+    assert code == 0
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in BASE_KEYS:
+        assert key in m, key
+    assert m["n_slices"] == m["n_infected"] + m["n_healthy"] > 0
+    assert set(m["per_source"]) <= {
+        "covid-ct-md",
+        "covid19-ct-seg20",
+        "medseg-covid2",
+        "medseg100",
+        "mosmed-mid",
+    }
+    for block in m["per_source"].values():
+        assert all(k in block for k in BASE_KEYS)
+    assert all(k in m["patient"] for k in CLS_KEYS)
+    assert 0.0 <= m["dice_mean"] <= 1.0 and 0.0 <= m["accuracy"] <= 1.0
+    # single-class sources report AUC as undefined, not a number
+    for block in m["per_source"].values():
+        if block["n_healthy"] == 0 or block["n_infected"] == 0:
+            assert block["auc"] is None
+    for name in ("report.md", "confusion.png", "roc.png", "overlays.png", "predictions.csv"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0, name
+    test_patients = set(result.dataset.table.query("split == 'test'")["patient"])
+    train_patients = set(result.dataset.table.query("split == 'train'")["patient"])
+    assert not test_patients & train_patients
+
+
+def test_corrupt_checkpoint_and_bad_config_fail_clearly(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    assert (
+        main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "e")]) == 2
+    )
+    assert "best.pt" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match=r"best\.pt"):
+        evaluate(tmp_path / "run", tmp_path / "e")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  name: unet\n  atention: cbam\n")
+    with pytest.raises(InputError, match=r"bad\.yaml\.model.*unknown key.*atention"):
+        load_config(bad)
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "atention" in capsys.readouterr().err
