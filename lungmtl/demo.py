@@ -48,9 +48,7 @@ def demo(
     t0 = time.perf_counter()
     if data is None:
         print(PHANTOM_NOTE, flush=True)
-        src = write_phantom_dataset(
-            out / "phantom-data", n_patients=16, n_slices=12, size=128, seed=0
-        )
+        src = write_phantom_dataset(out / "phantom", n_patients=16, n_slices=12, size=128, seed=0)
     else:
         print(f"Data: {data}", flush=True)
         src = Path(data)
