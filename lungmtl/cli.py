@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -54,6 +56,25 @@ def _train(args) -> int:
     from .config import load_config
     from .training import fit
 
+    if args.devices > 1 and "WORLD_SIZE" not in os.environ:
+        # Relaunch through PyTorch's own launcher: one process per device, DDP inside fit().
+        argv, skip = [], False
+        for item in args.argv:  # the same command line without --devices
+            if skip or item.startswith("--devices"):
+                skip = item == "--devices" and not skip
+                continue
+            argv.append(item)
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.devices}",
+            "-m",
+            "lungmtl",
+            *argv,
+        ]
+        return subprocess.call(cmd)
     cfg = load_config(args.config, args.set)
     try:
         r = fit(cfg, args.out, resume=args.resume, progress=not args.quiet)
@@ -82,10 +103,37 @@ def _evaluate(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        crf=args.crf,
     )
     keys = ("n_slices", "accuracy", "auc", "sensitivity", "specificity", "dice_infected_mean")
     print(", ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
     print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .inference import PredictOptions, predict
+
+    opts = PredictOptions(
+        device=args.device,
+        batch_size=args.batch_size,
+        crf=args.crf,
+        gradcam=args.gradcam,
+        allow_gaps=args.allow_gaps,
+        threads=args.threads,
+    )
+    results = predict(args.checkpoint, args.inputs, args.out, opts, echo=print)
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} case(s) ok, {failed} failed; outputs in {args.out}")
+    return 1 if failed else 0
+
+
+def _export(args) -> int:
+    from .export import export, verify
+
+    path = export(args.checkpoint, args.out, args.format)
+    diff = verify(args.checkpoint, path)
+    print(f"{args.format}: {path} (max |difference| from PyTorch: {diff:.2e})")
     return 0
 
 
@@ -147,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes (GPUs, or CPU gloo workers) via torchrun + DDP",
+    )
 
     e = add("evaluate", _evaluate, "evaluate a checkpoint: metrics.json, report, figures")
     e.add_argument("--checkpoint", required=True, help="run directory or .pt file")
@@ -155,6 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--crf", action="store_true", help="CRF post-processing of the masks")
+
+    r = add("predict", _predict, "predict scans/slices: masks, verdicts, burden, report.html")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM folder/NIfTI/slice/manifest")
+    r.add_argument("--checkpoint", required=True, help="run directory or .pt file")
+    r.add_argument("--out", required=True, help="output folder (one sub-folder per case)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--crf", action="store_true", help="CRF post-processing of the masks")
+    r.add_argument("--gradcam", type=int, default=3, help="Grad-CAM slices per case (0 = none)")
+    r.add_argument("--allow-gaps", action="store_true", help="accept series with missing slices")
+    r.add_argument("--threads", type=int, help="CPU threads for torch")
+
+    x = add("export", _export, "export a checkpoint to ONNX or TorchScript (checked vs PyTorch)")
+    x.add_argument("--checkpoint", required=True, help="run directory or .pt file")
+    x.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    x.add_argument("--out", required=True, help="file to write")
 
     c = add("compare", _compare, "paired t-tests and McNemar between evaluations")
     c.add_argument("evals", nargs="+", help="evaluation folders; the first is the baseline")
@@ -169,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.fn(args)
     except InputError as e:

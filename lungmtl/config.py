@@ -81,7 +81,11 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    """The loop: epochs, batch, selection, stopping, device."""
+    """The loop: epochs, batch, selection, stopping, device.
+
+    ``batch_size`` is per process and micro-batch: a global batch holds
+    ``batch_size x processes x grad_accum`` slices.
+    """
 
     epochs: int = 100
     batch_size: int = 32
@@ -91,6 +95,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     max_steps_per_epoch: int | None = None
+    grad_accum: int = 1
     seed: int = 0
 
 

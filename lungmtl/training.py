@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .config import RunConfig, save_config, to_dict
-from .data.augment import augment_batch
+from .data.augment import apply_affine, random_affine_matrices
 from .data.build import BuiltDataset, build_dataset
 from .data.dataset import SliceTensors
 from .device import autocast, prepare_input, prepare_model, resolve_device
@@ -107,6 +111,149 @@ def _state(model, opt, sched, epoch, history, best, cfg) -> dict:
     }
 
 
+class Distributed:
+    """This process's place in a torchrun/DDP job (world 1 when not launched by torchrun)."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, device: torch.device) -> torch.device:
+        """Join the process group (NCCL on CUDA, gloo on CPU); one GPU per process."""
+        if self.world == 1:
+            return device
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.owned = True
+        return device
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def broadcast(self, obj):
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        if self.owned:
+            dist.destroy_process_group()
+
+
+def _epoch_order(n: int, expand: int, gen: torch.Generator) -> torch.Tensor:
+    """Sample order of one epoch: ``expand`` fresh permutations of the training rows."""
+    return torch.cat([torch.randperm(n, generator=gen) for _ in range(expand)])
+
+
+def train_epoch(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    step_model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: MultiTaskLoss,
+    train: SliceTensors,
+    device: torch.device,
+    epoch: int,
+    ddp: Distributed,
+    progress: bool,
+) -> dict:
+    """One epoch over global batches of ``batch_size x world x grad_accum`` slices.
+
+    Every process draws the same order and augmentation (seeded by seed and epoch) and takes its
+    own micro-batches of each global batch, so N processes compute what one process computes
+    with ``grad_accum = N``: the weights after any step are the same.
+    """
+    t, a = cfg.train, cfg.augment
+    multiclass = cfg.model.seg_classes > 1
+    torch.manual_seed(t.seed * 100_003 + epoch)  # dropout
+    gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+    order = _epoch_order(len(train), a.expand, gen)
+    micro = ddp.world * t.grad_accum
+    global_batch = t.batch_size * micro
+    steps = (math.ceil if micro == 1 else math.floor)(len(order) / global_batch)
+    if t.max_steps_per_epoch:
+        steps = min(steps, t.max_steps_per_epoch)
+    if steps == 0:
+        raise ValueError(
+            f"{len(order)} training slices cannot fill one global batch of "
+            f"{global_batch}; lower train.batch_size"
+        )
+    model.train()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, seg, cls, n
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=steps,
+        disable=not (progress and ddp.main),
+        leave=False,
+        desc=f"epoch {epoch + 1}/{t.epochs}",
+    )
+    for s in range(steps):
+        idx = order[s * global_batch : (s + 1) * global_batch]
+        mats = None
+        if a.enabled:
+            mats = random_affine_matrices(
+                len(idx), rot90=a.rot90, shift=a.shift, zoom=a.zoom, shear=a.shear, generator=gen
+            )
+        opt.zero_grad(set_to_none=True)
+        for k in range(t.grad_accum):
+            c = ddp.rank * t.grad_accum + k
+            part = slice(c * t.batch_size, (c + 1) * t.batch_size)
+            b = train.batch(idx[part], device)
+            x, m = b.image, b.mask
+            if mats is not None:
+                m_in = m[:, None].float() if multiclass else m
+                x, m_in = apply_affine(x, m_in, mats[part].to(device))
+                m = m_in[:, 0].long() if multiclass else m_in
+            x = prepare_input(x, device)
+            sync = k == t.grad_accum - 1 or not hasattr(step_model, "no_sync")
+            with contextlib.nullcontext() if sync else step_model.no_sync(), autocast(device):
+                out = step_model(x)
+            losses = loss_fn(out.seg.float(), out.cls.float(), m, b.label, b.has_mask)
+            (losses.total / t.grad_accum).backward()
+            n = len(b.label)
+            sums += torch.stack(
+                [v.detach().double() * n for v in losses]
+                + [torch.tensor(n, dtype=torch.float64, device=device)]
+            )
+        opt.step()
+        bar.update(1)
+        if progress and ddp.main and (s % 10 == 0 or s == steps - 1):
+            done = sums.tolist()
+            bar.set_postfix(
+                loss=f"{done[0] / done[3]:.4f}",
+                sl_s=f"{done[3] * ddp.world / (time.perf_counter() - t0):.1f}",
+            )
+    bar.close()
+    loss, seg, cls, n = ddp.sum(sums.tolist(), device)
+    secs = time.perf_counter() - t0
+    return {
+        "train_loss": loss / n,
+        "train_seg_loss": seg / n,
+        "train_cls_loss": cls / n,
+        "train_slices_per_s": n / secs,
+        "train_seconds": secs,
+    }
+
+
 def fit(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -120,18 +267,40 @@ def fit(
     With ``resume`` it continues from ``run_dir/last.pt``; every epoch draws its shuffling,
     augmentation and dropout randomness from ``seed`` and the epoch number, so an interrupted
     and resumed run reaches the same weights as an uninterrupted one (on CPU).
+
+    Launched by ``torchrun --nproc_per_node N`` (or ``lungmtl train --devices N``), it trains
+    with DistributedDataParallel: one process per GPU (or gloo processes on CPU), each taking
+    its share of every global batch; only rank 0 validates, logs and writes checkpoints.
     """
     run_dir = Path(run_dir)
     t = cfg.train
     if t.select_metric not in SELECT_METRICS:
         raise ValueError(f"unknown select_metric {t.select_metric!r}; valid: {SELECT_METRICS}")
-    device = resolve_device(t.device)
+    if t.grad_accum < 1:
+        raise ValueError(f"train.grad_accum must be >= 1, got {t.grad_accum}")
+    ddp = Distributed()
+    device = ddp.setup(resolve_device(t.device))
+    try:
+        return _fit(cfg, run_dir, resume, dataset, progress and ddp.main, ddp, device)
+    finally:
+        ddp.close()
+
+
+def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
+    t = cfg.train
     torch.manual_seed(t.seed)
-    ds = dataset if dataset is not None else build_from_config(cfg, progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    ds.table.to_csv(run_dir / "split.csv", index=False)
-    ds.summary().to_csv(run_dir / "data_summary.csv", index=False)
+    if dataset is None:
+        if not ddp.main:  # rank 0 builds the cache; the others then find it
+            ddp.barrier()
+        dataset = build_from_config(cfg, progress)
+        if ddp.main:
+            ddp.barrier()
+    ds = dataset
+    if ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        ds.table.to_csv(run_dir / "split.csv", index=False)
+        ds.summary().to_csv(run_dir / "data_summary.csv", index=False)
 
     multiclass = cfg.model.seg_classes > 1
     train = SliceTensors(ds.cache, ds.rows("train"), multiclass=multiclass, pin=True)
@@ -148,7 +317,6 @@ def fit(
     )
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.optim.lr_decay)
     loss_fn = MultiTaskLoss(**to_dict(cfg.loss))
-    step_model = torch.compile(model) if t.compile else model
 
     history: list[dict] = []
     start = 0
@@ -167,90 +335,60 @@ def fit(
         sched.load_state_dict(ck["scheduler"])
         history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
 
+    step_model: torch.nn.Module = model
+    if ddp.world > 1:
+        # A task with weight 0 leaves its head without gradients; DDP must be told.
+        unused = cfg.loss.seg_weight == 0 or cfg.loss.cls_weight == 0
+        step_model = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    if t.compile:
+        step_model = torch.compile(step_model)
+
     bad_epochs = 0
     for epoch in range(start, t.epochs):
-        torch.manual_seed(t.seed * 100_003 + epoch)  # dropout
-        gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
-        model.train()
-        sums = {"loss": 0.0, "seg": 0.0, "cls": 0.0}
-        n_seen, t0 = 0, time.perf_counter()
-        steps = math.ceil(len(train) * cfg.augment.expand / t.batch_size)
-        if t.max_steps_per_epoch:
-            steps = min(steps, t.max_steps_per_epoch)
-        bar = tqdm(
-            total=steps, disable=not progress, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False
+        t0 = time.perf_counter()
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+        row.update(
+            train_epoch(cfg, model, step_model, opt, loss_fn, train, device, epoch, ddp, progress)
         )
-        batches = train.batches(
-            t.batch_size, shuffle=True, generator=gen, repeat=cfg.augment.expand, device=device
-        )
-        for _, b in zip(range(steps), batches, strict=False):
-            x, m = b.image, b.mask
-            if cfg.augment.enabled:
-                a = cfg.augment
-                m_in = m[:, None].float() if multiclass else m
-                x, m_in = augment_batch(
-                    x, m_in, rot90=a.rot90, shift=a.shift, zoom=a.zoom, shear=a.shear, generator=gen
-                )
-                m = m_in[:, 0].long() if multiclass else m_in
-            x = prepare_input(x, device)
-            with autocast(device):
-                out = step_model(x)
-            losses = loss_fn(out.seg.float(), out.cls.float(), m, b.label, b.has_mask)
-            opt.zero_grad(set_to_none=True)
-            losses.total.backward()
-            opt.step()
-            n = len(b.label)
-            n_seen += n
-            for k, v in zip(("loss", "seg", "cls"), losses, strict=True):
-                sums[k] += float(v.detach()) * n
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{sums['loss'] / n_seen:.4f}",
-                sl_s=f"{n_seen / (time.perf_counter() - t0):.1f}",
-            )
-        bar.close()
-        train_time = time.perf_counter() - t0
-        lr = opt.param_groups[0]["lr"]
         sched.step()
-        val_m = validation_metrics(model, val, loss_fn, device, t.batch_size)
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": sums["loss"] / n_seen,
-            "train_seg_loss": sums["seg"] / n_seen,
-            "train_cls_loss": sums["cls"] / n_seen,
-            **val_m,
-            "train_slices_per_s": n_seen / train_time,
-            "epoch_seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        value = val_m[t.select_metric]
-        improved = value is not None and (
-            value < best["value"] if minimise else value > best["value"]
-        )
-        if improved:
-            best = {"epoch": epoch + 1, "value": float(value)}
+        stop = False
+        if ddp.main:
+            val_m = validation_metrics(model, val, loss_fn, device, t.batch_size)
+            row.update(val_m, epoch_seconds=time.perf_counter() - t0)
+            history.append(row)
+            value = val_m[t.select_metric]
+            improved = value is not None and (
+                value < best["value"] if minimise else value > best["value"]
+            )
+            if improved:
+                best = {"epoch": epoch + 1, "value": float(value)}
+                checkpoint.save(
+                    model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=epoch, metrics=val_m
+                )
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
             checkpoint.save(
-                model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=epoch, metrics=val_m
+                model, run_dir / "last.pt", **_state(model, opt, sched, epoch, history, best, cfg)
             )
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-        checkpoint.save(
-            model, run_dir / "last.pt", **_state(model, opt, sched, epoch, history, best, cfg)
-        )
-        _write_history(run_dir / "history.csv", history)
-        if progress:
-            shown = ", ".join(
-                f"{k}={v:.4f}"
-                for k, v in row.items()
-                if k.startswith(("train_loss", "val_")) and v is not None
-            )
-            tqdm.write(f"epoch {epoch + 1}: {shown}")
-        if t.early_stopping and bad_epochs >= t.early_stopping:
+            _write_history(run_dir / "history.csv", history)
+            if progress:
+                shown = ", ".join(
+                    f"{k}={v:.4f}"
+                    for k, v in row.items()
+                    if k.startswith(("train_loss", "val_")) and v is not None
+                )
+                tqdm.write(f"epoch {epoch + 1}: {shown}")
+            stop = bool(t.early_stopping and bad_epochs >= t.early_stopping)
+        if ddp.broadcast(stop):
             break
-    if not (run_dir / "best.pt").exists():  # metric never defined: keep the last weights
+    if ddp.main and not (run_dir / "best.pt").exists():  # metric never defined: keep the last
         checkpoint.save(model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=t.epochs - 1)
+    ddp.barrier()
     return FitResult(run_dir, best["epoch"], best["value"], history, ds)
 
 

@@ -12,7 +12,7 @@ from lungmtl.config import load_config
 from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.errors import CheckpointError, InputError
 from lungmtl.evaluation import CLS_KEYS, SEG_KEYS, evaluate
-from lungmtl.models import checkpoint
+from lungmtl.models import checkpoint, create_model
 from lungmtl.training import fit
 
 BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
@@ -120,3 +120,43 @@ def test_corrupt_checkpoint_and_bad_config_fail_clearly(tmp_path, capsys):
         load_config(bad)
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "atention" in capsys.readouterr().err
+
+
+def test_two_gloo_processes_equal_one_process_with_accumulation(phantom, tmp_path):
+    """DDP over 2 CPU processes (torchrun, gloo) reaches the weights of 1 process that
+    accumulates the same 2 micro-batches per step (dropout off: its masks are per process)."""
+    sets = [
+        f"data.sources=[{phantom}]",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "preprocess.size=32",
+        "model.width_mult=0.125",
+        "model.cls_hidden=[16, 8]",
+        "model.dropout=0.0",
+        "train.batch_size=4",
+        "train.epochs=1",
+        "train.max_steps_per_epoch=3",
+        "train.device=cpu",
+    ]
+    args = [a for s in sets for a in ("--set", s)]
+    one = main(
+        ["train", *args, "--set", "train.grad_accum=2", "--out", str(tmp_path / "one"), "-q"]
+    )
+    assert one == 0
+    two = main(["train", *args, "--devices", "2", "--out", str(tmp_path / "two"), "-q"])
+    assert two == 0
+    a = checkpoint.load(tmp_path / "one" / "last.pt")
+    b = checkpoint.load(tmp_path / "two" / "last.pt")
+    torch.manual_seed(0)  # fit seeds with train.seed (0) before building the model
+    init = create_model(**a.config.to_dict())
+    moved = 0
+    # Parameters must agree. BatchNorm running statistics are per process under DDP (rank 0's
+    # micro-batches, broadcast), unlike one process that sees every micro-batch: not compared.
+    for (k, pa), pb, p0 in zip(
+        a.named_parameters(), b.parameters(), init.parameters(), strict=True
+    ):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=k)
+        moved += not torch.allclose(pa, p0)
+    assert moved > 0
+    h1 = (tmp_path / "one" / "history.csv").read_text().splitlines()
+    h2 = (tmp_path / "two" / "history.csv").read_text().splitlines()
+    assert h1[0] == h2[0] and len(h1) == len(h2) == 2
