@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One prepared GPU session: throughput grid, then the real training loop (fit) and the demo on
+# CUDA. Run from the repository root on a CUDA machine; results go to ${OUT:-gpu-results}.
+# Wheels for packages missing on the machine (smp, nibabel, pydicom) may sit in .whl/.
+set -uo pipefail
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+
+# 1. Throughput grid (every backbone x attention x mode, smp reference).
+timeout 330 python3 benchmarks/throughput.py --device cuda --out "$OUT" 2>&1 | tee "$OUT/throughput.log" | grep -v '^{'
+
+# 2. The real loop: paper U-Net (CBAM, 224 px) trained by fit() on phantom slices, 8x expansion.
+python3 - <<'PY' 2>&1 | tee "$OUT/fit.log"
+import json, os, time
+from lungmtl.config import load_config
+from lungmtl.data.phantom import write_phantom_dataset
+from lungmtl.training import fit
+out = os.environ.get("OUT", "gpu-results")
+src = write_phantom_dataset("/tmp/phantom", n_patients=24, n_slices=32, size=256, seed=0)
+for extra in ([], ["train.compile=true"]):
+    cfg = load_config("configs/paper-unet.yaml", [
+        f"data.sources=['{src}']", "data.cache_dir=/tmp/cache", "data.balance=null",
+        "train.epochs=3", "train.batch_size=128", *extra])
+    t = time.perf_counter()
+    r = fit(cfg, f"/tmp/run{len(extra)}", progress=False)
+    rows = [{k: v for k, v in h.items() if k in ("epoch", "train_slices_per_s", "train_seconds",
+             "epoch_seconds", "val_dice", "val_auc")} for h in r.history]
+    print(json.dumps({"compile": bool(extra), "wall_s": time.perf_counter() - t, "epochs": rows}))
+PY
+
+# 3. The README's main job on CUDA.
+( time python3 -m lungmtl demo --out /tmp/demo -q ) 2>&1 | tail -8 | tee "$OUT/demo.log"

@@ -1,0 +1,561 @@
+"""predict(): scans and slices in, infection masks, verdicts, burden and a report out.
+
+One *case* per input: a DICOM series folder, a NIfTI (or ``.npy``) volume, a single slice
+(PNG/JPEG/TIFF/DICOM file), or, for a folder in the manifest layout, one case per patient.
+Per case the steps are timed (read, preprocess, model, postprocess, write) and written under
+``OUT/<case>/``: ``mask.nii.gz`` (the input's geometry), ``slices.csv``, ``summary.json``,
+``overlays.png``, ``gradcam.png`` and ``report.html`` (self-contained).
+
+Decisions:
+
+* Pre-processing is the checkpoint's own ``run_config["preprocess"]`` through the same
+  :func:`lungmtl.data.preprocess.preprocess_slice` as training. The model works at that size; the
+  probabilities are resized back to the native slice size bilinearly and thresholded at 0.5.
+* Scan verdict: **infected when at least ``min_consecutive`` (default 3) consecutive slices have
+  P(infected) >= 0.5** (all slices when the scan has fewer), so one noisy slice does not decide.
+* Burden: infected volume = predicted mask voxels x voxel volume (mL; only where the input has
+  real geometry: DICOM, NIfTI); percent of lung = |mask within lung| / |lung|, with the dataset's
+  lung mask where a manifest gives one, else the lung mask derived during pre-processing.
+* Bad input fails its own case with a message naming the file; other cases go on. Refused: DICOM
+  folders with several series, series with missing slices (unless ``allow_gaps``), colour pictures
+  (not CT), scans where no slice shows lung, unreadable files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .config import RunConfig, from_dict
+from .data.io import RASTER_SUFFIXES, ImageData, read_image, suffix_of, write_mask_like
+from .data.preprocess import PreprocessConfig, preprocess_slice
+from .data.sources import load_slice, read_manifest
+from .device import autocast, resolve_device
+from .errors import InputError
+from .models import checkpoint
+
+THRESHOLD = 0.5
+MIN_CONSECUTIVE = 3
+#: A scan "shows lungs" when some slice's lung mask covers at least this fraction of it.
+MIN_LUNG_FRACTION = 0.01
+#: Mean spread between the R, G and B channels (0..255) above which a picture is not a CT slice.
+MAX_COLOUR_SPREAD = 12.0
+#: Display window for HU slices in the pictures (the usual lung window, W 1500 / L -600).
+DISPLAY_WINDOW = (-1350.0, 150.0)
+STAGES = ("read", "preprocess", "model", "postprocess", "write")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Settings of a prediction run.
+
+    Args:
+        device: "auto", "cpu", "cuda", ...
+        batch_size: slices per forward pass.
+        threshold: probability threshold for slice labels and masks.
+        min_consecutive: positive slices in a row that make a scan infected.
+        crf: refine segmentation probabilities with the CRF (:mod:`lungmtl.crf`).
+        gradcam: number of most affected slices explained by Grad-CAM (0 = none).
+        top_k: number of most affected slices listed in the summary.
+        allow_gaps: accept DICOM series with missing slices (with a warning in the summary).
+        threads: torch CPU threads (None = torch's default).
+        report: write overlays.png, gradcam.png and report.html.
+    """
+
+    device: str = "auto"
+    batch_size: int = 16
+    threshold: float = THRESHOLD
+    min_consecutive: int = MIN_CONSECUTIVE
+    crf: bool = False
+    gradcam: int = 3
+    top_k: int = 5
+    allow_gaps: bool = False
+    threads: int | None = None
+    report: bool = True
+
+
+@dataclass
+class Predictor:
+    """A model with the pre-processing it was trained with."""
+
+    model: torch.nn.Module
+    preprocess: PreprocessConfig
+    device: torch.device
+    checkpoint: str = ""
+
+
+@dataclass
+class Case:
+    """One scan (or slice) to predict.
+
+    Attributes:
+        name: folder name under OUT.
+        image: the image; ``array`` is (Z, H, W) in the canonical view of :mod:`lungmtl.data.io`.
+        lung: the dataset's lung masks (Z, H, W) bool, or None (derived ones are used).
+        slice_ids: per-slice labels for slices.csv (slice numbers or file names).
+        has_geometry: spacing is real (mm), so volumes in mL can be reported.
+        warnings: messages raised while reading.
+        read_s: seconds spent reading.
+    """
+
+    name: str
+    image: ImageData
+    lung: np.ndarray | None
+    slice_ids: list[str]
+    has_geometry: bool
+    warnings: list[str] = field(default_factory=list)
+    read_s: float = 0.0
+
+
+@dataclass
+class CaseResult:
+    """Outcome of one case: ``ok`` with its summary, or the error message."""
+
+    name: str
+    source: str
+    ok: bool
+    message: str
+    out_dir: Path | None = None
+    summary: dict | None = None
+
+    def line(self) -> str:
+        """One summary line for the terminal."""
+        if not self.ok:
+            return f"FAILED {self.name}: {self.message}"
+        s = self.summary or {}
+        ml = s.get("infected_ml")
+        vol = f", {ml:.1f} mL" if ml is not None else ""
+        pct = s.get("infected_percent_of_lung")
+        pct_s = f", {pct:.1f}% of lung" if pct is not None else ""
+        return (
+            f"ok     {self.name}: {s.get('verdict')} ({s.get('n_positive_slices')}/"
+            f"{s.get('n_slices')} slices positive{vol}{pct_s}) -> {self.out_dir}"
+        )
+
+
+# ---------------------------------------------------------------- model
+
+
+def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predictor:
+    """Load a checkpoint with its pre-processing settings.
+
+    Raises:
+        InputError: the checkpoint has no run config (its pre-processing would be a guess).
+    """
+    ck = checkpoint.read(checkpoint_path)
+    if "run_config" not in ck:
+        raise InputError(
+            checkpoint_path, "checkpoint has no run config, so its pre-processing is unknown"
+        )
+    cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "checkpoint run_config")
+    dev = resolve_device(device)
+    model = checkpoint.load(checkpoint_path).to(dev).eval()
+    # channels_last is measurably faster for these convolutions on CPU too (benchmarks/scan.py).
+    model = model.to(memory_format=torch.channels_last)
+    return Predictor(model, cfg.preprocess, dev, str(checkpoint_path))
+
+
+def run_model(
+    predictor: Predictor, images: np.ndarray, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """P(infected) (N,) and infection probability maps (N, S, S) for pre-processed slices.
+
+    Args:
+        predictor: model and device.
+        images: float32 (N, S, S) pre-processed slices.
+        batch_size: slices per forward pass.
+    """
+    dev = predictor.device
+    ps, segs = [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))[:, None]
+            x = x.to(dev).contiguous(memory_format=torch.channels_last)
+            with autocast(dev):
+                out = predictor.model(x)
+            ps.append(torch.softmax(out.cls.float(), dim=1)[:, 1].cpu())
+            seg = out.seg.float()
+            prob = torch.sigmoid(seg[:, 0]) if seg.shape[1] == 1 else 1 - seg.softmax(1)[:, 0]
+            segs.append(prob.cpu())
+    if not ps:
+        size = images.shape[-1]
+        return np.zeros(0, np.float32), np.zeros((0, size, size), np.float32)
+    return torch.cat(ps).numpy(), torch.cat(segs).numpy()
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
+
+
+def _case_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", *RASTER_SUFFIXES, ".nii", ".npy", ".dcm"):
+        if name.lower().endswith(suffix):
+            return _safe(name[: -len(suffix)])
+    return _safe(name)
+
+
+def _check_not_photo(path: Path) -> None:
+    """Refuse colour pictures: CT slices are grey even when stored as RGB (MosMedData JPGs)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA", "P", "CMYK"):
+                return
+            rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+    except OSError:
+        return  # the reader reports unreadable files with its own message
+    spread = float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
+    if spread > MAX_COLOUR_SPREAD:
+        raise InputError(
+            path, f"a colour picture (mean channel spread {spread:.0f}/255), not a CT slice"
+        )
+
+
+def _volume_case(path: Path, allow_gaps: bool) -> Case:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if path.is_file() and suffix_of(path) in RASTER_SUFFIXES:
+            _check_not_photo(path)
+        data = read_image(path, gaps="warn" if allow_gaps else "error")
+    arr = data.array if data.array.ndim == 3 else data.array[None]
+    if data.array.ndim == 2:
+        spacing = (1.0, *data.spacing)
+        data = ImageData(arr, data.kind, spacing, data.affine, data.path)
+    ids = [str(k) for k in range(arr.shape[0])]
+    return Case(
+        _case_name(path),
+        data,
+        None,
+        ids,
+        data.affine is not None,
+        [str(w.message) for w in caught],
+    )
+
+
+def _stack_affine(images: list[ImageData]) -> np.ndarray | None:
+    """One affine for slices read one by one (DICOM files): z step from first to last origin."""
+    if any(im.affine is None for im in images):
+        return None
+    affine = np.array(images[0].affine, dtype=np.float64)
+    if len(images) > 1:
+        step = (images[-1].affine[:3, 3] - images[0].affine[:3, 3]) / (len(images) - 1)
+        if np.linalg.norm(step) > 1e-6:
+            affine[:3, 0] = step
+    return affine
+
+
+def _manifest_cases(folder: Path) -> list[Case | CaseResult]:
+    """One case per (source, patient) of a manifest folder, slices in ``slice`` order."""
+    table = read_manifest(folder)
+    out: list[Case | CaseResult] = []
+    for (_, patient), rows in table.groupby(["source", "patient"], sort=True):
+        name = _safe(str(patient))
+        try:
+            t = time.perf_counter()
+            rows = rows.sort_values(["slice", "image", "index"], na_position="last")
+            slices, lungs, metas, ids = [], [], [], []
+            for _, row in rows.iterrows():
+                arrays = load_slice(row)
+                slices.append(arrays.image)
+                lungs.append(arrays.lung_mask)
+                metas.append(read_image(row["image"]))
+                sid = row.get("slice")
+                ids.append(str(int(sid)) if pd.notna(sid) else Path(str(row["image"])).name)
+            shapes = {s.shape for s in slices}
+            kinds = {m.kind for m in metas}
+            if len(shapes) > 1 or len(kinds) > 1:
+                # Slices of different sizes cannot form one volume: predict each on its own.
+                for s, lung, meta, sid in zip(slices, lungs, metas, ids, strict=True):
+                    data = ImageData(s[None], meta.kind, (1.0, *s.shape), None, folder)
+                    lung3 = None if lung is None else lung[None]
+                    out.append(Case(f"{name}_{_safe(sid)}", data, lung3, [sid], False))
+                continue
+            affine = _stack_affine(metas) if metas[0].array.ndim == 2 else None
+            vol = np.stack(slices)
+            spacing = (1.0, 1.0, 1.0)
+            if affine is not None:
+                spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+            data = ImageData(vol, metas[0].kind, spacing, affine, folder)
+            lung = np.stack(lungs) if all(m is not None for m in lungs) else None
+            out.append(Case(name, data, lung, ids, affine is not None, [], time.perf_counter() - t))
+        except InputError as e:
+            out.append(CaseResult(name, str(folder), False, str(e)))
+    return out
+
+
+def iter_cases(
+    inputs: Sequence[str | Path], allow_gaps: bool = False
+) -> Iterator[Case | CaseResult]:
+    """Read the inputs into cases one at a time (one volume in memory at once).
+
+    An input that cannot be read becomes a failed :class:`CaseResult`; names are made unique.
+
+    Args:
+        inputs: DICOM series folders, manifest folders, NIfTI/.npy volumes, slice files.
+        allow_gaps: accept DICOM series with missing slices.
+    """
+    seen: dict[str, int] = {}
+
+    def unique(item: Case | CaseResult) -> Case | CaseResult:
+        n = seen.get(item.name, 0)
+        seen[item.name] = n + 1
+        if n:
+            item.name = f"{item.name}_{n + 1}"
+        return item
+
+    for raw in inputs:
+        path = Path(raw)
+        t = time.perf_counter()
+        try:
+            if not path.exists():
+                raise InputError(path, "input not found")
+            if path.is_dir() and (path / "manifest.csv").is_file():
+                for item in _manifest_cases(path):
+                    yield unique(item)
+                continue
+            case = _volume_case(path, allow_gaps)
+            case.read_s = time.perf_counter() - t
+        except InputError as e:
+            yield unique(CaseResult(_case_name(path), str(path), False, str(e)))
+            continue
+        yield unique(case)
+
+
+# ---------------------------------------------------------------- one case
+
+
+def _rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def longest_run(flags: np.ndarray) -> int:
+    """Length of the longest run of True values."""
+    best = run = 0
+    for f in np.asarray(flags, dtype=bool):
+        run = run + 1 if f else 0
+        best = max(best, run)
+    return best
+
+
+def _to_native(arr: np.ndarray, shape: tuple[int, int], mode: str) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[:, None]
+    if mode == "bilinear":
+        t = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)
+    else:
+        t = F.interpolate(t, size=shape, mode="nearest-exact")
+    return t[:, 0]
+
+
+def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictOptions) -> dict:
+    """Predict one case and write its outputs into ``out_dir``; returns the summary dict.
+
+    Raises:
+        InputError: for a scan where no slice shows lung (not a chest CT, or the wrong region).
+    """
+    t0 = time.perf_counter()
+    timing: dict[str, float] = {"read": round(case.read_s, 3)}
+    memory: dict[str, float] = {"read": round(_rss_mb(), 1)}
+
+    def lap(stage: str, start: float) -> float:
+        now = time.perf_counter()
+        timing[stage] = round(now - start, 3)
+        memory[stage] = round(_rss_mb(), 1)
+        return now
+
+    vol = case.image.array
+    z, h, w = vol.shape
+    cfg = predictor.preprocess
+    t = time.perf_counter()
+    pre = [
+        preprocess_slice(
+            vol[k],
+            case.image.kind,
+            lung_mask=None if case.lung is None else case.lung[k],
+            config=cfg,
+        )
+        for k in range(z)
+    ]
+    images = np.stack([p.image for p in pre]).astype(np.float32)
+    lung_small = np.stack([p.lung_mask for p in pre])
+    lung_frac = lung_small.mean(axis=(1, 2)) if case.lung is None else case.lung.mean(axis=(1, 2))
+    if float(lung_frac.max()) < MIN_LUNG_FRACTION:
+        raise InputError(
+            case.image.path,
+            "no lungs in view on any slice (largest lung area "
+            f"{100 * float(lung_frac.max()):.2f}% of a slice): not a chest CT?",
+        )
+    t = lap("preprocess", t)
+
+    p_inf, seg_prob = run_model(predictor, images, opts.batch_size)
+    t = lap("model", t)
+
+    if opts.crf:
+        from .crf import crf_refine
+
+        seg_prob = crf_refine(seg_prob, device=predictor.device)
+    mask = (_to_native(seg_prob, (h, w), "bilinear") >= opts.threshold).numpy().astype(np.uint8)
+    if case.lung is not None:
+        lung = case.lung.astype(bool)
+    else:
+        lung = _to_native(lung_small.astype(np.float32), (h, w), "nearest").numpy() > 0.5
+    spacing = tuple(float(s) for s in case.image.spacing)
+    voxel_ml = float(np.prod(spacing)) / 1000.0 if case.has_geometry else None
+    pixel_mm2 = spacing[1] * spacing[2] if case.has_geometry else None
+    inf_px = mask.reshape(z, -1).sum(axis=1).astype(int)
+    lung_px = lung.reshape(z, -1).sum(axis=1).astype(int)
+    inf_in_lung = (mask.astype(bool) & lung).reshape(z, -1).sum(axis=1).astype(int)
+    positive = p_inf >= opts.threshold
+    need = max(1, min(opts.min_consecutive, z))
+    run = longest_run(positive)
+    order = np.lexsort((-p_inf, -inf_px))  # most infected pixels first, then most confident
+    top = [int(k) for k in order[: opts.top_k] if inf_px[k] > 0 or positive[k]]
+    slices = pd.DataFrame(
+        {
+            "z": np.arange(z),
+            "slice_id": case.slice_ids,
+            "p_infected": np.round(p_inf.astype(float), 5),
+            "positive": positive,
+            "infected_px": inf_px,
+            "infected_mm2": None if pixel_mm2 is None else np.round(inf_px * pixel_mm2, 2),
+            "lung_px": lung_px,
+            "infected_percent_of_lung": np.round(100.0 * inf_in_lung / np.maximum(lung_px, 1), 3),
+        }
+    )
+    lung_total = int(lung_px.sum())
+    summary = {
+        "case": case.name,
+        "input": str(case.image.path),
+        "checkpoint": predictor.checkpoint,
+        "verdict": "infected" if run >= need else "healthy",
+        "rule": (
+            f"infected when at least {need} consecutive slice(s) have P(infected) >= "
+            f"{opts.threshold} (longest run here: {run})"
+        ),
+        "n_slices": int(z),
+        "n_positive_slices": int(positive.sum()),
+        "longest_positive_run": int(run),
+        "max_p_infected": float(p_inf.max()),
+        "shape_zyx": [int(z), int(h), int(w)],
+        "spacing_mm": list(spacing) if case.has_geometry else None,
+        "infected_voxels": int(inf_px.sum()),
+        "infected_ml": None if voxel_ml is None else round(float(inf_px.sum()) * voxel_ml, 3),
+        "lung_ml": None if voxel_ml is None else round(lung_total * voxel_ml, 3),
+        "infected_percent_of_lung": round(100.0 * float(inf_in_lung.sum()) / lung_total, 3)
+        if lung_total
+        else None,
+        "lung_mask": "dataset" if case.lung is not None else "derived",
+        "most_affected_slices": [
+            {
+                "z": k,
+                "slice_id": case.slice_ids[k],
+                "p_infected": float(p_inf[k]),
+                "infected_px": int(inf_px[k]),
+            }
+            for k in top
+        ],
+        "crf": bool(opts.crf),
+        "threshold": opts.threshold,
+        "preprocess": {"size": cfg.size, "window": list(cfg.window), "enhance": list(cfg.enhance)},
+        "device": str(predictor.device),
+        "warnings": list(case.warnings),
+    }
+    t = lap("postprocess", t)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_mask_like(mask, case.image, out_dir / "mask.nii.gz")
+    slices.to_csv(out_dir / "slices.csv", index=False)
+    if opts.report:
+        from . import html_report
+
+        pictures = {"overlays": html_report.overlay_sheet(case, mask, slices, out_dir)}
+        if opts.gradcam and top:
+            pictures["gradcam"] = html_report.gradcam_sheet(
+                predictor,
+                images[top[: opts.gradcam]],
+                seg_prob[top[: opts.gradcam]],
+                [f"z={k} ({case.slice_ids[k]})" for k in top[: opts.gradcam]],
+                out_dir,
+            )
+        summary["pictures"] = {k: v.name for k, v in pictures.items()}
+        summary["report"] = "report.html"
+    lap("write", t)
+    timing["total"] = round(time.perf_counter() - t0 + case.read_s, 3)
+    summary["timing_s"] = timing
+    summary["rss_mb_after"] = memory
+    summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    if opts.report:
+        html_report.write_report(summary, slices, out_dir)
+    return summary
+
+
+def _json_default(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v)}")
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def predict(
+    checkpoint_path: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    options: PredictOptions = PredictOptions(),  # frozen: a safe default
+    *,
+    predictor: Predictor | None = None,
+    echo=None,
+) -> list[CaseResult]:
+    """Predict every input; failures are reported per case and do not stop the others.
+
+    Args:
+        checkpoint_path: run directory or ``.pt`` (ignored when ``predictor`` is given).
+        inputs: DICOM series folders, manifest folders, NIfTI/.npy volumes, slice files.
+        out: output folder; one sub-folder per case.
+        options: :class:`PredictOptions`.
+        predictor: an already loaded model (tests, repeated calls).
+        echo: called with each case's summary line as soon as it is done (e.g. ``print``).
+
+    Returns:
+        One :class:`CaseResult` per case, in input order.
+    """
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    predictor = predictor or load_predictor(checkpoint_path, options.device)
+    out = Path(out)
+    results: list[CaseResult] = []
+    for item in iter_cases(inputs, options.allow_gaps):
+        if isinstance(item, CaseResult):
+            result = item
+        else:
+            try:
+                summary = predict_case(predictor, item, out / item.name, options)
+                result = CaseResult(
+                    item.name, str(item.image.path), True, "ok", out / item.name, summary
+                )
+            except InputError as e:
+                result = CaseResult(item.name, str(item.image.path), False, str(e))
+        results.append(result)
+        if echo:
+            echo(result.line())
+    return results

@@ -1,0 +1,243 @@
+"""predict(): geometry of mask.nii.gz (NIfTI, real DICOM), burden, bad inputs, CLI, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from lungmtl.cli import main
+from lungmtl.config import load_config, to_dict
+from lungmtl.data.phantom import make_phantom_volume, write_phantom_dataset
+from lungmtl.data.preprocess import PreprocessConfig
+from lungmtl.inference import (
+    PredictOptions,
+    Predictor,
+    iter_cases,
+    longest_run,
+    predict,
+)
+from lungmtl.models import MultiTaskOutput, create_model, save
+
+FAST = PredictOptions(device="cpu", gradcam=0, report=False)
+
+
+class BrightIsInfected(nn.Module):
+    """A stand-in model whose "infection" is every bright pixel (tissue, bone) of its input.
+
+    Its mask is a known function of the image, so where the mask lands in the written file
+    tells whether the geometry was kept.
+    """
+
+    def forward(self, x: torch.Tensor) -> MultiTaskOutput:
+        seg = 40.0 * (x - 0.4)
+        score = 40.0 * (x.mean(dim=(1, 2, 3)) - 0.3)
+        return MultiTaskOutput(seg, torch.stack([-score, score], dim=1))
+
+
+def _bright_predictor(size: int = 64) -> Predictor:
+    return Predictor(BrightIsInfected(), PreprocessConfig(size=size), torch.device("cpu"), "fake")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("unet", width_mult=0.125, cls_hidden=[32, 16])
+    run = to_dict(load_config(overrides=["preprocess.size=64"]))
+    return save(model, tmp_path_factory.mktemp("ck") / "tiny.pt", run_config=run)
+
+
+def _phantom_nifti(path, n_slices=8, size=96):
+    """A phantom stored in a non-canonical voxel order (x, y, z with flips), with a bright marker
+    in one corner so that any flip of the mask would be visible."""
+    hu = make_phantom_volume(3, n_slices, size).hu.copy()  # (z, rows=A->P, cols=R->L)
+    # A bright block in the air outside the body, superior, anterior, patient right: any flip of
+    # the mask moves it to where the image is air.
+    hu[-3:, 2:10, 2:14] = 300.0
+    stored = np.ascontiguousarray(np.transpose(hu, (2, 1, 0))[::-1])  # (x: L->R, y: A->P, z: I->S)
+    affine = np.array(
+        [[1.2, 0, 0, -60.0], [0, -1.1, 0, 50.0], [0, 0, 4.0, -20.0], [0, 0, 0, 1]], dtype=float
+    )
+    nib.save(nib.Nifti1Image(stored, affine), path)
+    return stored, affine
+
+
+def test_nifti_mask_keeps_the_input_geometry(tmp_path):
+    stored, affine = _phantom_nifti(tmp_path / "scan.nii.gz")
+    [r] = predict(
+        "unused", [tmp_path / "scan.nii.gz"], tmp_path / "out", FAST, predictor=_bright_predictor()
+    )
+    assert r.ok, r.message
+    out = nib.load(tmp_path / "out" / "scan" / "mask.nii.gz")
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+    mask = np.asarray(out.dataobj)
+    assert mask.shape == stored.shape
+    # The stand-in model marks pre-processed intensities >= 0.4 (about -440 HU and above).
+    truth = stored > -440
+    assert _dice(mask, truth) > 0.9
+    marker = stored == 300.0
+    assert mask[marker].mean() > 0.8
+    for axis in range(3):  # the test would notice a flipped mask
+        assert np.flip(mask, axis)[marker].mean() < 0.2, axis
+    s = r.summary
+    voxel_ml = 1.2 * 1.1 * 4.0 / 1000
+    assert s["infected_ml"] == pytest.approx(mask.sum() * voxel_ml, rel=1e-3)
+    assert s["lung_mask"] == "derived" and 0 < s["infected_percent_of_lung"] <= 100
+    table = pd.read_csv(tmp_path / "out" / "scan" / "slices.csv")
+    assert len(table) == stored.shape[2] and table["infected_px"].sum() == mask.sum()
+
+
+@pytest.mark.realdata
+def test_dicom_series_mask_lands_on_the_right_voxels(real_data, tmp_path):
+    series = real_data / "covid-ct-md" / "P001"
+    [r] = predict("unused", [series], tmp_path / "out", FAST, predictor=_bright_predictor())
+    assert r.ok, r.message
+    img = nib.load(tmp_path / "out" / "P001" / "mask.nii.gz")
+    mask = np.asarray(img.dataobj)
+    assert mask.shape[0] == len(list(series.glob("*.dcm")))
+    inv = np.linalg.inv(img.affine)
+    # Independent of lungmtl's reader: pixel (row, col) of one DICOM file -> world (LPS -> RAS).
+    ds = pydicom.dcmread(sorted(series.glob("*.dcm"))[40])
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    iop = np.array(ds.ImageOrientationPatient, dtype=float)
+    ipp = np.array(ds.ImagePositionPatient, dtype=float)
+    dr, dc = (float(v) for v in ds.PixelSpacing)
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, hu.shape[0], 400), rng.integers(0, hu.shape[1], 400)
+    lps = ipp + np.outer(cols * dc, iop[:3]) + np.outer(rows * dr, iop[3:])
+    ras = lps * np.array([-1.0, -1.0, 1.0])
+    vox = np.rint((inv[:3, :3] @ ras.T).T + inv[:3, 3]).astype(int)
+    assert (vox >= 0).all() and (vox < np.array(mask.shape)).all()
+    got = mask[vox[:, 0], vox[:, 1], vox[:, 2]].astype(bool)
+    want = hu[rows, cols] > -440
+    # Resampling to 64 px and back blurs edges; a wrong orientation agrees about half the time.
+    assert (got == want).mean() > 0.9
+    assert r.summary["spacing_mm"] is not None and r.summary["lung_ml"] > 100
+
+
+def test_manifest_folder_one_case_per_patient(tmp_path):
+    data = write_phantom_dataset(tmp_path / "data", n_patients=2, n_slices=4, size=64, seed=2)
+    results = predict("unused", [data], tmp_path / "out", FAST, predictor=_bright_predictor())
+    assert [r.ok for r in results] == [True, True]
+    assert {r.name for r in results} == {"phantom-00", "phantom-01"}
+    for r in results:
+        assert r.summary["lung_mask"] == "dataset"
+        assert r.summary["infected_ml"] is None  # PNG/npy slices: no real geometry
+        assert (r.out_dir / "mask.nii.gz").exists()
+
+
+def test_longest_run_and_the_verdict_rule():
+    assert longest_run(np.array([1, 1, 0, 1, 1, 1, 0], bool)) == 3
+    assert longest_run(np.zeros(4, bool)) == 0
+    assert longest_run(np.array([], bool)) == 0
+
+
+def _bad_inputs(tmp_path):
+    photo = tmp_path / "holiday.png"
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[..., 0], rgb[..., 2] = 220, 30  # saturated colour: no CT looks like this
+    Image.fromarray(rgb).save(photo)
+    no_lung = tmp_path / "abdomen.npy"
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 32) / 26) ** 2 + ((xx - 32) / 30) ** 2 < 1
+    np.save(no_lung, np.where(body, 40.0, -1000.0)[None].repeat(3, 0).astype(np.float32))
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti file at all")
+    return photo, no_lung, broken
+
+
+def test_cli_predict_reports_every_case_and_fails_bad_ones(tiny_checkpoint, tmp_path, capsys):
+    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=5, size=64)
+    photo, no_lung, broken = _bad_inputs(tmp_path)
+    inputs = [tmp_path / "scan.nii.gz", photo, no_lung, broken, tmp_path / "missing.nii"]
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            *map(str, inputs),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--gradcam",
+            "1",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 1
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("ok     scan:")
+    assert "colour picture" in text and "no lungs in view" in text
+    assert "cannot read NIfTI" in text and "input not found" in text
+    assert lines[-1].startswith("1 case(s) ok, 4 failed")
+    case = tmp_path / "out" / "scan"
+    summary = json.loads((case / "summary.json").read_text())
+    for key in ("verdict", "rule", "infected_ml", "infected_percent_of_lung", "timing_s"):
+        assert key in summary, key
+    assert set(summary["timing_s"]) >= {"read", "preprocess", "model", "postprocess", "write"}
+    slices = pd.read_csv(case / "slices.csv")
+    need = max(1, min(3, len(slices)))
+    expect = "infected" if longest_run(slices["positive"].to_numpy()) >= need else "healthy"
+    assert summary["verdict"] == expect
+    html = (case / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 1
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    assert (case / "overlays.png").exists()
+    assert not (tmp_path / "out" / "holiday").exists()
+
+
+def test_all_good_inputs_exit_zero(tiny_checkpoint, tmp_path, capsys):
+    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            str(tmp_path / "scan.nii.gz"),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--gradcam",
+            "0",
+            "--crf",
+        ]
+    )
+    assert code == 0, capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "scan" / "summary.json").read_text())["crf"] is True
+
+
+@pytest.mark.realdata
+def test_dicom_folders_with_mixed_series_or_missing_slices_fail(real_data, tmp_path):
+    md = real_data / "covid-ct-md"
+    table = pd.read_csv(md / "manifest.csv")
+    p001 = table[table["patient"] == "covid-ct-md-P001"].sort_values("slice")["image"].tolist()
+    normal = table[table["patient"] != "covid-ct-md-P001"]["image"].tolist()
+    mixed, gaps = tmp_path / "mixed", tmp_path / "gaps"
+    mixed.mkdir()
+    gaps.mkdir()
+    for name in p001[:3] + normal[:3]:
+        shutil.copy(md / name, mixed / name.replace("/", "_"))
+    for name in p001[10:16] + p001[18:22]:  # two slices missing in the middle
+        shutil.copy(md / name, gaps)
+    items = list(iter_cases([mixed, gaps]))
+    assert all(not getattr(i, "ok", True) for i in items), items
+    assert "2 DICOM series" in items[0].message
+    assert "missing slices" in items[1].message
+    # With allow_gaps the series is read, with the warning kept for the summary.
+    [case] = list(iter_cases([gaps], allow_gaps=True))
+    assert case.image.array.shape[0] == 10 and "missing slices" in case.warnings[0]
