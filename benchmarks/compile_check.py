@@ -1,0 +1,77 @@
+"""Eager vs torch.compile training numerics for the paper U-Net (bf16, channels_last, CUDA).
+
+Trains two copies from the same initial weights on the same random batches and prints both
+loss curves and whether any parameter became non-finite. Usage:
+    python benchmarks/compile_check.py --steps 15 --batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+
+import torch
+
+from lungmtl.losses import MultiTaskLoss
+from lungmtl.models import create_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=224)
+    a = ap.parse_args()
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    base = create_model("unet", attention="cbam").to(dev).to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(1)
+    data = [
+        (
+            torch.rand(a.batch, 1, a.size, a.size, generator=g),
+            (torch.rand(a.batch, 1, a.size, a.size, generator=g) > 0.9).float(),
+            torch.randint(0, 2, (a.batch,), generator=g),
+        )
+        for _ in range(4)
+    ]
+    loss_fn = MultiTaskLoss()
+    for compiled in (False, True):
+        model = copy.deepcopy(base)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-4, fused=True)
+        run = torch.compile(model) if compiled else model
+        losses = []
+        for s in range(a.steps):
+            x, m, y = (t.to(dev) for t in data[s % len(data)])
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = run(x)
+            loss = loss_fn(
+                out.seg.float(),
+                out.cls.float(),
+                m,
+                y,
+                torch.ones(len(y), dtype=torch.bool, device=dev),
+            ).total
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(round(float(loss), 4))
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        bad_buf = [
+            n
+            for n, b in model.named_buffers()
+            if b.is_floating_point() and not torch.isfinite(b).all()
+        ]
+        print(
+            {
+                "compiled": compiled,
+                "losses": losses,
+                "nonfinite_params": bad[:5],
+                "nonfinite_buffers": bad_buf[:5],
+            },
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
