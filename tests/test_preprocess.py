@@ -280,3 +280,48 @@ def test_other_sources_preprocess_without_crash(real_data, source):
         assert 0.0 <= out.image.min() and out.image.max() <= 1.0
         found += int(out.lung_mask.mean() > 0.02)
     assert found >= 4  # lungs are found on most slices
+
+
+def test_two_anchor_normalisation_maps_lung_and_tissue_levels():
+    rng = np.random.default_rng(0)
+    x = np.zeros((64, 64), np.float32)  # air
+    x[8:56, 8:56] = 0.55 + 0.01 * rng.standard_normal((48, 48))  # soft tissue (body)
+    lung = np.zeros_like(x, dtype=bool)
+    lung[16:48, 12:30] = lung[16:48, 34:52] = True
+    x[lung] = 0.35 + 0.01 * rng.standard_normal(int(lung.sum()))
+    level_t = P.tissue_level(x, lung)
+    assert level_t == pytest.approx(0.55, abs=0.01)
+    out = P.normalise_lung(x, lung, reference=0.1, tissue_reference=0.75)
+    assert np.median(out[lung]) == pytest.approx(0.1, abs=1e-3)
+    body = np.zeros_like(lung)
+    body[8:56, 8:56] = True
+    assert np.median(out[body & ~lung]) == pytest.approx(0.75, abs=0.01)
+    single = P.normalise_lung(x, lung, reference=0.1, tissue_reference=None)
+    assert np.median(single[body & ~lung]) == pytest.approx(0.55 * 0.1 / 0.35, abs=0.01)
+
+
+@pytest.mark.realdata
+def test_sources_end_with_the_same_lung_and_tissue_levels(real_data):
+    """Differently windowed sources reach the same lung and soft-tissue levels."""
+    from skimage.filters import threshold_otsu
+
+    from lungmtl.data.io import read_image
+
+    cfg = P.PreprocessConfig(size=96)
+    for src in ("covid-ct-md", "covid19-ct-seg20", "mosmed-mid", "medseg-covid2"):
+        m = pd.read_csv(real_data / src / "manifest.csv", keep_default_na=False)
+        lung_levels, tissue_levels = [], []
+        for rel in m["image"].iloc[len(m) // 4 :: max(1, len(m) // 8)][:5]:
+            img = read_image(real_data / src / rel)
+            x = P.enhance(P.resize(P.to_unit(img.array, img.kind, cfg.window), 96), cfg.enhance)
+            lung = P.derive_lung_mask(x)
+            if lung.sum() < 0.02 * lung.size:
+                continue
+            rest = x[~lung]
+            tissue = ~lung & (x > threshold_otsu(rest))
+            out = P.preprocess_slice(img.array, img.kind, config=cfg).image
+            lung_levels.append(np.median(out[lung]))
+            tissue_levels.append(np.median(out[tissue]))
+        assert lung_levels, src
+        assert np.median(lung_levels) == pytest.approx(0.1, abs=0.02), src
+        assert np.median(tissue_levels) == pytest.approx(0.75, abs=0.05), src

@@ -58,6 +58,12 @@ class PreprocessConfig:
         reference: target median lung intensity after normalisation, on the [0, 1] scale.
             0.1 is where lung parenchyma (about -860 HU) falls in the default -1000..400 window,
             so HU input is left almost unchanged and 8-bit sources reach the same lung level.
+        tissue_reference: target median intensity of the soft tissue outside the lungs (a
+            second anchor that fixes the contrast); 0.75 is where soft tissue (about 40 HU)
+            falls in the default window. ``None`` scales by the lung level alone. The second
+            anchor matters: 8-bit sources were windowed differently, and with the lung anchor
+            alone the brightest tissue of a MosMed slice ends near 0.19 and of a HU slice near
+            0.96, a per-source contrast a classifier can learn instead of the disease.
     """
 
     size: int = 224
@@ -67,6 +73,7 @@ class PreprocessConfig:
     normalise: bool = True
     lung_mask: str = "derived"
     reference: float = 0.1
+    tissue_reference: float | None = 0.75
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int | np.integer) or self.size < 8:
@@ -80,6 +87,9 @@ class PreprocessConfig:
             )
         if not (np.isfinite(self.reference) and 0.0 < self.reference < 1.0):
             raise ValueError(f"reference must lie in (0, 1), got {self.reference!r}")
+        tr = self.tissue_reference
+        if tr is not None and not (np.isfinite(tr) and self.reference < tr <= 1.0):
+            raise ValueError(f"tissue_reference must lie in (reference, 1], got {tr!r}")
 
 
 class Preprocessed(NamedTuple):
@@ -347,18 +357,37 @@ def _is_trachea_like(region, h: int, w: int) -> bool:  # region: skimage RegionP
     return compact and abs(cx - w / 2) < 0.08 * w
 
 
-def normalise_lung(x: np.ndarray, lung_mask: np.ndarray, reference: float = 0.1) -> np.ndarray:
-    """Scale a slice so that its median lung intensity equals ``reference``.
+def tissue_level(x: np.ndarray, lung_mask: np.ndarray) -> float | None:
+    """Median intensity of the soft tissue: pixels outside the lungs above the Otsu threshold
+    that splits air and lung from tissue and bone. ``None`` when too few such pixels exist."""
+    values = x[~lung_mask]
+    if values.size < MIN_LUNG_FRACTION * x.size or np.ptp(values) < 1e-3:
+        return None
+    bright = values[values > filters.threshold_otsu(values)]
+    return float(np.median(bright)) if bright.size >= MIN_LUNG_FRACTION * x.size else None
 
-    Multiplicative scaling (air stays 0), then clipping to [0, 1]. The median is robust to the
-    infected part of the lung (brighter, usually a minority), so no infection mask is needed, as
-    at inference time. With a lung mask below ``MIN_LUNG_FRACTION`` of the slice, or a lung median
-    of (almost) zero, the slice is returned unscaled (clipped to [0, 1]).
+
+def normalise_lung(
+    x: np.ndarray,
+    lung_mask: np.ndarray,
+    reference: float = 0.1,
+    tissue_reference: float | None = 0.75,
+) -> np.ndarray:
+    """Map the median lung intensity to ``reference`` (and soft tissue to ``tissue_reference``).
+
+    With two anchors the map is affine: lung median -> ``reference``, soft-tissue median (see
+    :func:`tissue_level`) -> ``tissue_reference``; with ``tissue_reference=None``, or where no
+    tissue level is found, it is multiplicative (air stays 0) with the lung anchor alone. The
+    lung median is robust to the infected part of the lung (brighter, usually a minority), so
+    no infection mask is needed, as at inference time. With a lung mask below
+    ``MIN_LUNG_FRACTION`` of the slice, or a lung median of (almost) zero, the slice is returned
+    unscaled. The result is clipped to [0, 1].
 
     Args:
         x: 2-D float image in [0, 1].
         lung_mask: bool mask of the same shape.
         reference: target median lung intensity, in (0, 1).
+        tissue_reference: target soft-tissue intensity, in (reference, 1], or None.
 
     Returns:
         float32 image in [0, 1].
@@ -370,7 +399,11 @@ def normalise_lung(x: np.ndarray, lung_mask: np.ndarray, reference: float = 0.1)
     out = x.astype(np.float32)
     if lung_mask.sum() >= MIN_LUNG_FRACTION * x.size:
         level = float(np.median(out[lung_mask]))
-        if level > 1e-3:
+        tissue = tissue_level(out, lung_mask) if tissue_reference is not None else None
+        if tissue is not None and tissue - level > 0.05:
+            gain = (tissue_reference - reference) / (tissue - level)
+            out = np.float32(reference) + (out - np.float32(level)) * np.float32(gain)
+        elif level > 1e-3:
             out = out * np.float32(reference / level)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
@@ -419,7 +452,7 @@ def preprocess_slice(
     else:
         lung = derive_lung_mask(x)
     if config.normalise:
-        x = normalise_lung(x, lung, config.reference)
+        x = normalise_lung(x, lung, config.reference, config.tissue_reference)
     else:
         x = np.clip(x, 0.0, 1.0).astype(np.float32)
     out_mask = None if mask is None else resize(mask != 0, size, mask=True).astype(np.uint8)
