@@ -84,7 +84,10 @@ class TrainConfig:
     """The loop: epochs, batch, selection, stopping, device.
 
     ``batch_size`` is per process and micro-batch: a global batch holds
-    ``batch_size x processes x grad_accum`` slices.
+    ``batch_size x processes x grad_accum`` slices. ``compile`` wraps the model in
+    ``torch.compile``; it is off by default because on torch 2.11 + H100 (bf16, channels_last)
+    the compiled step gave NaN weights after one step in ``benchmarks/compile_check.py``, while
+    eager did not (see docs/performance.md); a run that diverges stops with a clear error.
     """
 
     epochs: int = 100

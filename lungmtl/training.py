@@ -355,6 +355,13 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
             train_epoch(cfg, model, step_model, opt, loss_fn, train, device, epoch, ddp, progress)
         )
         sched.step()
+        if not math.isfinite(row["train_loss"]):
+            # Weights are already spoilt: stop before they overwrite last.pt (the last good epoch).
+            hint = " (train.compile is on: try without it)" if t.compile else ""
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch + 1}: non-finite loss{hint}; "
+                f"the last good epoch is in {run_dir / 'last.pt'}"
+            )
         stop = False
         if ddp.main:
             val_m = validation_metrics(model, val, loss_fn, device, t.batch_size)

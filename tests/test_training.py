@@ -160,3 +160,20 @@ def test_two_gloo_processes_equal_one_process_with_accumulation(phantom, tmp_pat
     h1 = (tmp_path / "one" / "history.csv").read_text().splitlines()
     h2 = (tmp_path / "two" / "history.csv").read_text().splitlines()
     assert h1[0] == h2[0] and len(h1) == len(h2) == 2
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(
+    phantom, tmp_path, monkeypatch
+):
+    from lungmtl import training
+
+    orig = training.MultiTaskLoss.forward
+
+    def nan_forward(self, *args, **kwargs):
+        out = orig(self, *args, **kwargs)
+        return out._replace(total=out.total * float("nan"))
+
+    monkeypatch.setattr(training.MultiTaskLoss, "forward", nan_forward)
+    with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
+        fit(tiny_config([phantom], tmp_path / "c"), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "last.pt").exists()
