@@ -26,7 +26,7 @@ def _data_build(args) -> int:
     from .config import load_config
     from .training import build_from_config
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set + (["data.skip_bad=true"] if args.skip_bad else []))
     ds = build_from_config(cfg, progress=not args.quiet)
     print(ds.summary().to_string(index=False))
     skipped = Path(ds.cache.root) / "skipped.csv"
@@ -154,6 +154,31 @@ def _demo(args) -> int:
     return 0
 
 
+def _experiment(args) -> int:
+    from .experiments import run_experiment
+
+    run_experiment(
+        args.experiment,
+        args.out,
+        extra_set=args.set,
+        leave_one_source_out=True if args.leave_one_source_out else None,
+        only=args.only,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+def _shortcut(args) -> int:
+    from .shortcut import shortcut_report
+
+    report = shortcut_report(
+        args.data, args.out, eval_dir=args.eval, config=args.config, overrides=args.set
+    )
+    print(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lungmtl",
@@ -176,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", help="run config YAML (its data and preprocess sections are used)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     b.add_argument("--out", help="write the split slice table (CSV) here")
+    b.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable slices and report them instead of stopping",
+    )
     b.add_argument("-q", "--quiet", action="store_true")
     d = dsub.add_parser("download", help="download and verify a public dataset")
     d.set_defaults(fn=_data_download)
@@ -236,6 +266,36 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--data", help="a data folder (manifest layout) instead of the phantom")
     m.add_argument("--out", default="lungmtl-demo")
     m.add_argument("--epochs", type=int)
+
+    g = add("experiment", _experiment, "a grid of training runs + evaluations, one results table")
+    g.add_argument("experiment", help="experiment YAML (configs/experiments/*.yaml)")
+    g.add_argument("--out", required=True, help="experiment folder (runs/, results.csv/.md)")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every run, e.g. --set train.device=cuda",
+    )
+    g.add_argument(
+        "--leave-one-source-out",
+        action="store_true",
+        help="train on all sources but one, test on the one left out (each in turn)",
+    )
+    g.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="run only the runs whose name matches (shell pattern; repeatable)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="list the runs and their status")
+
+    s = add("shortcut", _shortcut, "can the source be told from the image? within-source accuracy")
+    s.add_argument("--data", action="append", required=True, help="data folder(s)")
+    s.add_argument("--out", required=True, help="folder for shortcut.md and shortcut.json")
+    s.add_argument("--eval", help="an evaluation folder (predictions.csv) to check per source")
+    s.add_argument("--config", help="run config whose preprocess section to use")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return p
 
 

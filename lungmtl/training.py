@@ -347,6 +347,7 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     if t.compile:
         step_model = torch.compile(step_model)
 
+    writer = _tensorboard(run_dir) if ddp.main else None
     bad_epochs = 0
     for epoch in range(start, t.epochs):
         t0 = time.perf_counter()
@@ -383,6 +384,11 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
                 model, run_dir / "last.pt", **_state(model, opt, sched, epoch, history, best, cfg)
             )
             _write_history(run_dir / "history.csv", history)
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, float | int):
+                        writer.add_scalar(k, v, epoch + 1)
+                writer.flush()
             if progress:
                 shown = ", ".join(
                     f"{k}={v:.4f}"
@@ -397,6 +403,15 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
         checkpoint.save(model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=t.epochs - 1)
     ddp.barrier()
     return FitResult(run_dir, best["epoch"], best["value"], history, ds)
+
+
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer into ``run_dir/tb`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: history.csv always has the same numbers
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

@@ -124,3 +124,27 @@ def test_build_on_real_data_splits_by_patient(real_data, tmp_path, capsys):
     assert set(t["split"]) == {"train", "val", "test"}
     assert (t.groupby(["source", "patient"])["split"].nunique() == 1).all()
     assert len(t) == 5 * 30
+
+
+def test_cli_build_stops_on_bad_input_or_skips_and_reports_it(phantom, tmp_path, capsys):
+    table = load_sources([str(phantom)])
+    bad = table["image"].iloc[2]
+    with open(bad, "r+b") as f:
+        f.truncate(30)
+    args = [
+        "data",
+        "build",
+        "--set",
+        f"data.sources=[{phantom}]",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "preprocess.size=32",
+        "-q",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert bad in err and "row 2" in err
+    assert main([*args, "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 bad slice(s)" in out
