@@ -161,6 +161,7 @@ def _experiment(args) -> int:
         args.experiment,
         args.out,
         extra_set=args.set,
+        base=args.base,
         leave_one_source_out=True if args.leave_one_source_out else None,
         only=args.only,
         dry_run=args.dry_run,
@@ -173,7 +174,12 @@ def _shortcut(args) -> int:
     from .shortcut import shortcut_report
 
     report = shortcut_report(
-        args.data, args.out, eval_dir=args.eval, config=args.config, overrides=args.set
+        args.data,
+        args.out,
+        eval_dir=args.eval,
+        config=args.config,
+        overrides=args.set,
+        progress=not args.quiet,
     )
     print(report)
     return 0
@@ -288,10 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="run only the runs whose name matches (shell pattern; repeatable)",
     )
+    g.add_argument("--base", help="run config replacing the experiment's base (full scale)")
     g.add_argument("--dry-run", action="store_true", help="list the runs and their status")
 
     s = add("shortcut", _shortcut, "can the source be told from the image? within-source accuracy")
-    s.add_argument("--data", action="append", required=True, help="data folder(s)")
+    s.add_argument("--data", action="append", help="data folder(s) whose sources to tell apart")
     s.add_argument("--out", required=True, help="folder for shortcut.md and shortcut.json")
     s.add_argument("--eval", help="an evaluation folder (predictions.csv) to check per source")
     s.add_argument("--config", help="run config whose preprocess section to use")

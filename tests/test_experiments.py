@@ -1,0 +1,173 @@
+"""Experiment grids on tiny phantoms: results tables, resumability, clear errors, LOSO."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from lungmtl.cli import main
+from lungmtl.data.phantom import write_phantom_dataset
+from lungmtl.errors import InputError
+from lungmtl.experiments import load_experiment, plan, run_experiment, source_units
+
+
+def tiny_base(path, sources, cache) -> str:
+    """A tiny, fast run config (32 px, width 0.125, 2 steps) written to ``path``."""
+    cfg = {
+        "data": {"sources": [str(s) for s in sources], "cache_dir": str(cache)},
+        "preprocess": {"size": 32},
+        "model": {"width_mult": 0.125, "cls_hidden": [16, 8]},
+        "augment": {"enabled": False},
+        "optim": {"lr": 0.003},
+        "train": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def write_yaml(path, **spec) -> str:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp-phantom")
+    return write_phantom_dataset(root / "data", n_patients=8, n_slices=4, size=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def grid_run(phantom, tmp_path_factory):
+    """A 2-variant x 2-seed grid, run once: multi-task vs segmentation-only (cls weight 0)."""
+    tmp = tmp_path_factory.mktemp("exp-grid")
+    base = tiny_base(tmp / "base.yaml", [phantom], tmp / "cache")
+    spec = write_yaml(
+        tmp / "exp.yaml",
+        base=base,
+        grid={"loss.cls_weight": [1.0, 0]},
+        seeds=[0, 1],
+        baseline="cls_weight1",
+    )
+    result = run_experiment(spec, tmp / "out", progress=False, echo=lambda s: None)
+    return spec, tmp / "out", result
+
+
+def test_grid_writes_mean_std_and_paired_tests(grid_run):
+    _, out, result = grid_run
+    assert sorted(result.trained) == [
+        "cls_weight0-seed0",
+        "cls_weight0-seed1",
+        "cls_weight1-seed0",
+        "cls_weight1-seed1",
+    ]
+    res = pd.read_csv(out / "results.csv").set_index("variant")
+    assert list(res.index) == ["cls_weight1", "cls_weight0"]
+    assert (res["n_seeds"] == 2).all()
+    runs = pd.read_csv(out / "runs.csv")
+    # the table's mean and std are those of the per-seed rows
+    for variant, part in runs.groupby("variant"):
+        assert res.loc[variant, "dice_mean_mean"] == pytest.approx(part["dice_mean"].mean())
+        assert res.loc[variant, "dice_mean_std"] == pytest.approx(part["dice_mean"].std(ddof=1))
+    base = runs[runs["variant"] == "cls_weight1"]
+    assert res.loc["cls_weight1", "accuracy_mean"] == pytest.approx(base["accuracy"].mean())
+    # the segmentation-only variant has no classification result, and no correctness test
+    assert pd.isna(res.loc["cls_weight0", "accuracy_mean"])
+    assert pd.isna(res.loc["cls_weight0", "vs_baseline_correct_p"])
+    assert 0 <= res.loc["cls_weight0", "vs_baseline_dice_p"] <= 1
+    # pooled over the two seeds: twice the test slices of one run
+    assert res.loc["cls_weight0", "vs_baseline_n_slices"] == 2 * runs["n_slices"].iloc[0]
+    assert pd.isna(res.loc["cls_weight1", "vs_baseline_dice_p"])  # the baseline itself
+    md = (out / "results.md").read_text()
+    for heading in ("Table 3", "Table 4", "Per source", "Tables 8 and 9"):
+        assert heading in md
+    assert "±" in md
+    tests = pd.read_csv(out / "paired_tests.csv")
+    assert set(tests["seeds"].astype(str)) == {"0", "1", "pooled"}
+
+
+def test_rerun_skips_finished_and_resumes_interrupted_runs(grid_run):
+    spec, out, _ = grid_run
+    done = out / "runs" / "cls_weight1-seed0" / "eval" / "metrics.json"
+    before = done.stat().st_mtime_ns
+    cut = out / "runs" / "cls_weight0-seed1"
+    for f in (cut / "eval").iterdir():  # as if killed between training and evaluation
+        f.unlink()
+    (cut / "eval").rmdir()
+    lines: list[str] = []
+    again = run_experiment(spec, out, progress=False, echo=lines.append)
+    assert again.trained == ["cls_weight0-seed1"]
+    assert len(again.skipped) == 3
+    assert any("cls_weight0-seed1: training (resuming)" in s for s in lines)
+    assert done.stat().st_mtime_ns == before
+    assert (cut / "eval" / "metrics.json").exists()
+
+
+def test_bad_keys_fail_clearly(tmp_path, phantom):
+    base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
+    bad = write_yaml(tmp_path / "bad.yaml", base=base, grid={"model.nmae": ["unet"]})
+    with pytest.raises(InputError, match=r"unknown config key 'model.nmae'.*model\.name"):
+        load_experiment(bad)
+    top = write_yaml(tmp_path / "top.yaml", base=base, grid={"model.name": ["unet"]}, sedes=[1])
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['sedes'\].*seeds"):
+        load_experiment(top)
+    value = write_yaml(tmp_path / "v.yaml", base=base, grid={"model.name": ["vgg"]})
+    with pytest.raises(InputError, match="vgg"):
+        load_experiment(value)
+    nobase = write_yaml(tmp_path / "nb.yaml", base=base, runs=[{"name": "a"}], baseline="b")
+    with pytest.raises(InputError, match="baseline 'b' is not a variant"):
+        load_experiment(nobase)
+    assert main(["experiment", bad, "--out", str(tmp_path / "o"), "-q"]) == 2
+
+
+def test_grid_axes_and_labelled_bundles(tmp_path, phantom):
+    base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
+    spec = write_yaml(
+        tmp_path / "g.yaml",
+        base=base,
+        grid={
+            "model.name": ["unet", "resunet"],
+            "setup": {
+                "simple": {"model.attention": None, "preprocess.enhance": []},
+                "proposed": {"model.attention": "cbam", "preprocess.enhance": ["median"]},
+            },
+        },
+        seeds=[0, 1, 2],
+        split_seeds=True,
+    )
+    exp = load_experiment(spec)
+    assert [v.name for v in exp.variants] == [
+        "unet-simple",
+        "unet-proposed",
+        "resunet-simple",
+        "resunet-proposed",
+    ]
+    runs = plan(exp, tmp_path / "out")
+    assert len(runs) == 12
+    r = next(r for r in runs if r.name == "resunet-proposed-seed2")
+    assert (r.cfg.model.name, r.cfg.model.attention, r.cfg.preprocess.enhance) == (
+        "resunet",
+        "cbam",
+        ("median",),
+    )
+    assert r.cfg.train.seed == r.cfg.data.split_seed == 2
+
+
+def test_leave_one_source_out(tmp_path):
+    alpha = write_phantom_dataset(tmp_path / "alpha", n_patients=5, n_slices=4, size=48, seed=4)
+    beta = write_phantom_dataset(tmp_path / "beta", n_patients=5, n_slices=4, size=48, seed=5)
+    assert source_units([str(tmp_path)]) == {"alpha": str(alpha), "beta": str(beta)}
+    base = tiny_base(tmp_path / "base.yaml", [alpha, beta], tmp_path / "cache")
+    spec = write_yaml(tmp_path / "l.yaml", base=base, runs=[{"name": "m", "set": {}}])
+    r = run_experiment(
+        spec, tmp_path / "out", leave_one_source_out=True, progress=False, echo=lambda s: None
+    )
+    by_name = {p.name: p for p in r.runs}
+    assert set(by_name) == {"m-without-alpha-seed0", "m-without-beta-seed0"}
+    assert by_name["m-without-alpha-seed0"].cfg.data.sources == [str(beta)]
+    res = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(res["held_out"]) == {"alpha", "beta"}
+    per_source = pd.read_csv(tmp_path / "out" / "per_source.csv")
+    # each held-out evaluation covers exactly the source left out of training
+    assert (per_source["held_out"] == per_source["source"]).all()
+    assert "held out: alpha" in (tmp_path / "out" / "results.md").read_text()
