@@ -104,6 +104,7 @@ def _evaluate(args) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
         crf=args.crf,
+        lung_only=args.lung_only,
     )
     keys = ("n_slices", "accuracy", "auc", "sensitivity", "specificity", "dice_infected_mean")
     print(", ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
@@ -246,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--crf", action="store_true", help="CRF post-processing of the masks")
+    e.add_argument(
+        "--lung-only",
+        action="store_true",
+        help="zero the infection map outside the (derived) lung mask",
+    )
 
     r = add("predict", _predict, "predict scans/slices: masks, verdicts, burden, report.html")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM folder/NIfTI/slice/manifest")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from .config import RunConfig, from_dict
 from .data.cache import build_cache
@@ -49,6 +50,14 @@ def _clean(v):
     if isinstance(v, float) and not np.isfinite(v):
         return None
     return v
+
+
+def restrict_to_lung(seg_prob: np.ndarray, lungs: np.ndarray, margin: int = 2) -> np.ndarray:
+    """Zero (N,S,S) probabilities outside the lung masks dilated by ``margin`` pixels."""
+    grown = ndimage.binary_dilation(
+        np.asarray(lungs, dtype=bool), structure=np.ones((1, 3, 3), bool), iterations=margin
+    )
+    return np.where(grown, seg_prob, 0.0).astype(seg_prob.dtype)
 
 
 def metric_block(frame: pd.DataFrame, seg_prob: np.ndarray, masks: np.ndarray) -> dict:
@@ -122,11 +131,16 @@ def evaluate(
     cache_dir: str | None = None,
     progress: bool = True,
     crf: bool = False,
+    lung_only: bool = False,
 ) -> dict:
     """Evaluate a checkpoint on ``data`` (never seen in training) or on its run's ``split``.
 
     With ``crf`` the segmentation probabilities are refined by :func:`lungmtl.crf.crf_refine`
     before any metric (compare two evaluations with ``lungmtl compare`` to measure its effect).
+
+    With ``lung_only`` the infection probability is zeroed outside the derived lung mask
+    (dilated by 2 pixels, so pleural lesions survive): infection lies in the lung by definition,
+    and the mask is computed from the image alone, as at inference time.
 
     Writes ``metrics.json``, ``predictions.csv``, ``report.md``, ``confusion.png``,
     ``roc.png`` and ``overlays.png`` into ``out``; returns the metrics dict.
@@ -145,6 +159,8 @@ def evaluate(
         from .crf import crf_refine
 
         pred = pred._replace(seg_prob=crf_refine(pred.seg_prob, device=dev))
+    if lung_only:
+        pred = pred._replace(seg_prob=restrict_to_lung(pred.seg_prob, cache.lungs[rows]))
 
     frame = cache.table.iloc[rows].reset_index(drop=True)
     frame["pos"] = np.arange(len(frame))
@@ -180,6 +196,7 @@ def evaluate(
     }
     metrics["threshold"] = THRESHOLD
     metrics["crf"] = bool(crf)
+    metrics["lung_only"] = bool(lung_only)
     metrics["checkpoint"] = str(checkpoint_path)
     metrics["data"] = list(data) if data else f"run split: {split}"
     metrics["confusion"] = classification_metrics(
