@@ -112,6 +112,17 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _shard(text: str | None) -> tuple[int, int]:
+    """``K/N`` -> (K, N); by default torchrun's RANK/WORLD_SIZE, else the whole list."""
+    if text is None:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError("--shard", f"expected K/N such as 0/4, got {text!r}") from None
+    return k, n
+
+
 def _predict(args) -> int:
     from .inference import PredictOptions, predict
 
@@ -122,6 +133,8 @@ def _predict(args) -> int:
         gradcam=args.gradcam,
         allow_gaps=args.allow_gaps,
         threads=args.threads,
+        shard=_shard(args.shard),
+        resume=args.resume,
     )
     results = predict(args.checkpoint, args.inputs, args.out, opts, echo=print)
     failed = sum(not r.ok for r in results)
@@ -263,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gradcam", type=int, default=3, help="Grad-CAM slices per case (0 = none)")
     r.add_argument("--allow-gaps", action="store_true", help="accept series with missing slices")
     r.add_argument("--threads", type=int, help="CPU threads for torch")
+    r.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="predict every N-th input from the K-th (torchrun: RANK/WORLD_SIZE)",
+    )
+    r.add_argument("--resume", action="store_true", help="skip cases already finished in OUT")
 
     x = add("export", _export, "export a checkpoint to ONNX or TorchScript (checked vs PyTorch)")
     x.add_argument("--checkpoint", required=True, help="run directory or .pt file")

@@ -72,6 +72,9 @@ class PredictOptions:
         allow_gaps: accept DICOM series with missing slices (with a warning in the summary).
         threads: torch CPU threads (None = torch's default).
         report: write overlays.png, gradcam.png and report.html.
+        shard: (k, n): predict only inputs k, k+n, k+2n, ... so that n processes (or torchrun
+            ranks) share a large batch of scans without overlap.
+        resume: skip cases whose ``summary.json`` (written last) already exists.
     """
 
     device: str = "auto"
@@ -84,6 +87,8 @@ class PredictOptions:
     allow_gaps: bool = False
     threads: int | None = None
     report: bool = True
+    shard: tuple[int, int] = (0, 1)
+    resume: bool = False
 
 
 @dataclass
@@ -502,9 +507,12 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
     summary["timing_s"] = timing
     summary["rss_mb_after"] = memory
     summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     if opts.report:
         html_report.write_report(summary, slices, out_dir)
+    # Written last and atomically: its presence marks a finished case (see ``resume``).
+    tmp = out_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
+    tmp.replace(out_dir / "summary.json")
     return summary
 
 
@@ -541,12 +549,21 @@ def predict(
     """
     if options.threads:
         torch.set_num_threads(options.threads)
+    k, n = options.shard
+    if not 0 <= k < n:
+        raise InputError("--shard", f"expected k/n with 0 <= k < n, got {k}/{n}")
     predictor = predictor or load_predictor(checkpoint_path, options.device)
     out = Path(out)
     results: list[CaseResult] = []
-    for item in iter_cases(inputs, options.allow_gaps):
+    for item in iter_cases(list(inputs)[k::n], options.allow_gaps):
+        done = None if isinstance(item, CaseResult) else out / item.name / "summary.json"
         if isinstance(item, CaseResult):
             result = item
+        elif options.resume and done.exists():
+            summary = json.loads(done.read_text())
+            result = CaseResult(
+                item.name, str(item.image.path), True, "done before", out / item.name, summary
+            )
         else:
             try:
                 summary = predict_case(predictor, item, out / item.name, options)

@@ -241,3 +241,30 @@ def test_dicom_folders_with_mixed_series_or_missing_slices_fail(real_data, tmp_p
     # With allow_gaps the series is read, with the warning kept for the summary.
     [case] = list(iter_cases([gaps], allow_gaps=True))
     assert case.image.array.shape[0] == 10 and "missing slices" in case.warnings[0]
+
+
+def test_shards_split_the_inputs_and_resume_skips_finished_cases(tiny_checkpoint, tmp_path):
+    for i in range(3):
+        _phantom_nifti(tmp_path / f"scan{i}.nii.gz", n_slices=4, size=64)
+    inputs = [str(tmp_path / f"scan{i}.nii.gz") for i in range(3)]
+    base = [
+        "predict",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        *inputs,
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+        "--gradcam",
+        "0",
+        "-q",
+    ]
+    assert main([*base[:-1], "--shard", "0/2"]) == 0
+    assert main([*base[:-1], "--shard", "1/2"]) == 0
+    done = sorted(p.parent.name for p in (tmp_path / "out").glob("*/summary.json"))
+    assert done == ["scan0", "scan1", "scan2"]  # two shards cover all, no case twice
+    stamp = (tmp_path / "out" / "scan1" / "summary.json").stat().st_mtime_ns
+    assert main([*base[:-1], "--resume"]) == 0
+    assert (tmp_path / "out" / "scan1" / "summary.json").stat().st_mtime_ns == stamp
+    assert main([*base[:-1], "--shard", "2/2"]) == 2
