@@ -108,6 +108,9 @@ def _evaluate(args) -> int:
     )
     keys = ("n_slices", "accuracy", "auc", "sensitivity", "specificity", "dice_infected_mean")
     print(", ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
+    if m.get("skipped_slices"):
+        skipped = Path(args.out) / "skipped.csv"
+        print(f"skipped {m['skipped_slices']} unreadable slice(s): see {skipped}")
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 

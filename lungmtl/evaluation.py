@@ -10,7 +10,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .config import RunConfig, from_dict
-from .data.cache import build_cache
+from .data.cache import build_cache, skipped_report
 from .data.dataset import SliceTensors
 from .data.sources import load_sources
 from .device import prepare_model, resolve_device
@@ -197,6 +197,9 @@ def evaluate(
     metrics["threshold"] = THRESHOLD
     metrics["crf"] = bool(crf)
     metrics["lung_only"] = bool(lung_only)
+    # Unreadable slices are skipped, not fatal, when evaluating new data: say how many, and which.
+    skipped = skipped_report(cache)
+    metrics["skipped_slices"] = len(skipped) if data else 0
     metrics["checkpoint"] = str(checkpoint_path)
     metrics["data"] = list(data) if data else f"run split: {split}"
     metrics["confusion"] = classification_metrics(
@@ -223,6 +226,8 @@ def evaluate(
         "pred_area",
     ]
     frame[keep].to_csv(out / "predictions.csv", index=False)
+    if data and len(skipped):
+        skipped.to_csv(out / "skipped.csv", index=False)
     confusion_png(metrics["confusion"], out / "confusion.png")
     roc_png(frame["y"].to_numpy(), pred.p_infected, out / "roc.png", metrics["auc"])
     _overlays(frame, tensors, pred.seg_prob, masks, out / "overlays.png")
