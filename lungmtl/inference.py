@@ -42,9 +42,10 @@ from .config import RunConfig, from_dict
 from .data.io import RASTER_SUFFIXES, ImageData, read_image, suffix_of, write_mask_like
 from .data.preprocess import PreprocessConfig, preprocess_slice
 from .data.sources import load_slice, read_manifest
-from .device import autocast, resolve_device
+from .device import resolve_device
 from .errors import InputError
 from .models import checkpoint
+from .predict_core import predict_images
 
 THRESHOLD = 0.5
 MIN_CONSECUTIVE = 3
@@ -182,22 +183,9 @@ def run_model(
         images: float32 (N, S, S) pre-processed slices.
         batch_size: slices per forward pass.
     """
-    dev = predictor.device
-    ps, segs = [], []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))[:, None]
-            x = x.to(dev).contiguous(memory_format=torch.channels_last)
-            with autocast(dev):
-                out = predictor.model(x)
-            ps.append(torch.softmax(out.cls.float(), dim=1)[:, 1].cpu())
-            seg = out.seg.float()
-            prob = torch.sigmoid(seg[:, 0]) if seg.shape[1] == 1 else 1 - seg.softmax(1)[:, 0]
-            segs.append(prob.cpu())
-    if not ps:
-        size = images.shape[-1]
-        return np.zeros(0, np.float32), np.zeros((0, size, size), np.float32)
-    return torch.cat(ps).numpy(), torch.cat(segs).numpy()
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    pred = predict_images(predictor.model, x, predictor.device, batch_size)
+    return pred.p_infected, pred.seg_prob
 
 
 # ---------------------------------------------------------------- inputs

@@ -32,6 +32,9 @@ def predict_images(
     """Run ``model`` over images (N,1,S,S) in batches; returns probabilities on the CPU
     (and the raw logits with ``keep_logits``, e.g. for a validation loss)."""
     model.eval()
+    if len(images) == 0:
+        size = images.shape[-1]
+        return Predictions(np.zeros(0, np.float32), np.zeros((0, size, size), np.float32))
     ps, segs, cls_l, seg_l = [], [], [], []
     for i in range(0, len(images), batch_size):
         x = prepare_input(images[i : i + batch_size].float(), device)
