@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .sources import MANIFEST_COLUMNS
+
 # Tissue levels in HU (typical values; the noise is added on top).
 AIR = -1000.0
 LUNG = -850.0
@@ -207,20 +209,6 @@ def _lesions(
 def _coord(index: int, n: int) -> float:
     """Pixel index -> the phantom grid's coordinate in [-1, 1] (pixel centre)."""
     return (float(index) + 0.5) / n * 2.0 - 1.0
-
-
-MANIFEST_COLUMNS = (
-    "image",
-    "mask",
-    "mask_multiclass",
-    "lung_mask",
-    "label",
-    "label_level",
-    "patient",
-    "slice",
-    "source",
-    "split",
-)
 
 
 def write_phantom_dataset(

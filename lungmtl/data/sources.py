@@ -52,6 +52,19 @@ LABELS = ("infected", "healthy")
 LABEL_LEVELS = ("slice", "study")
 INFECTION_LABELS = (1, 2)
 MANIFEST = "manifest.csv"
+#: The columns of manifest.csv in their documented order (docs/data-format.md).
+MANIFEST_COLUMNS = (
+    "image",
+    "mask",
+    "mask_multiclass",
+    "lung_mask",
+    "label",
+    "label_level",
+    "patient",
+    "slice",
+    "source",
+    "split",
+)
 MANIFEST_REQUIRED = ("image", "label", "patient")
 MANIFEST_OPTIONAL = (
     "index",
