@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lungmtl.data.augment import augment_batch
 from lungmtl.losses import MultiTaskLoss
-from lungmtl.models import BACKBONES, MultiTaskOutput, count_parameters, create_model
+from lungmtl.models import BACKBONES, count_parameters, create_model
 
 MODES = {  # name: (bf16, channels_last, compile)
     "fp32": (False, False, False),
@@ -35,26 +35,6 @@ MODES = {  # name: (bf16, channels_last, compile)
     "bf16+cl": (True, True, False),
     "bf16+cl+compile": (True, True, True),
 }
-
-
-class SmpAdapter(torch.nn.Module):
-    """smp.Unet(aux_params=...) returns (mask, label); present it as a MultiTaskOutput."""
-
-    def __init__(self):
-        super().__init__()
-        import segmentation_models_pytorch as smp
-
-        self.net = smp.Unet(
-            "resnet34",
-            encoder_weights=None,
-            in_channels=1,
-            classes=1,
-            aux_params={"classes": 2, "dropout": 0.5},
-        )
-
-    def forward(self, x):
-        seg, cls = self.net(x)
-        return MultiTaskOutput(seg, cls)
 
 
 def sync(dev: torch.device) -> None:
@@ -191,9 +171,12 @@ def main() -> None:
             key, lambda n=n, att=att: create_model(n, attention=att, width_mult=a.width_mult), ms
         )
     try:
-        import segmentation_models_pytorch  # noqa: F401
-
-        record("smp-unet-resnet34-aux", SmpAdapter, [m for m in modes if not MODES[m][2]])
+        create_model("smp-unet", attention=None)  # lungmtl.models.external: Unet + aux head
+        record(
+            "smp-unet-resnet34-aux",
+            lambda: create_model("smp-unet", attention=None),
+            [m for m in modes if not MODES[m][2]],
+        )
     except ImportError as e:
         rows.append({"model": "smp-unet-resnet34-aux", "error": f"not installed: {e}"})
 

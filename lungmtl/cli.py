@@ -19,6 +19,15 @@ def _models(args) -> int:
         for attention in ("cbam", None):
             n = count_parameters(create_model(name, attention=attention))
             print(f"{name:<10} {attention or 'none':<10} {n:>12,}")
+    from .models.external import EXTERNAL
+
+    for name, (extra, _) in sorted(EXTERNAL.items()):
+        try:
+            n = count_parameters(create_model(name, attention=None))
+            print(f"{name:<10} {'none':<10} {n:>12,}   (ecosystem baseline)")
+        except ImportError:
+            hint = f"not installed: pip install 'lungmtl[{extra}]'"
+            print(f"{name:<10} {'none':<10} {'-':>12}   ({hint})")
     return 0
 
 
@@ -181,6 +190,7 @@ def _experiment(args) -> int:
         base=args.base,
         leave_one_source_out=True if args.leave_one_source_out else None,
         only=args.only,
+        reuse=args.reuse,
         dry_run=args.dry_run,
         progress=not args.quiet,
     )
@@ -321,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="PATTERN",
         help="run only the runs whose name matches (shell pattern; repeatable)",
+    )
+    g.add_argument(
+        "--reuse",
+        action="append",
+        metavar="EXP_DIR",
+        help="copy finished runs with an identical config from another experiment folder",
     )
     g.add_argument("--base", help="run config replacing the experiment's base (full scale)")
     g.add_argument("--dry-run", action="store_true", help="list the runs and their status")

@@ -27,6 +27,9 @@ def default_layer(model: nn.Module) -> nn.Module:
     Returns:
         The module whose output is the stride-16 feature map fed to the classification head.
     """
+    layer = getattr(model, "explain_layer", None)  # the external baselines name theirs
+    if isinstance(layer, nn.Module):
+        return layer
     enc = getattr(model, "encoder", None)
     if enc is None:
         raise ValueError("model has no .encoder: pass the layer to explain explicitly")

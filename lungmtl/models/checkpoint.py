@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .multitask import ModelConfig, MultiTaskNet
+from .multitask import ModelConfig, MultiTaskNet, build_model
 
 FORMAT = "lungmtl-checkpoint"
 VERSION = 1
@@ -83,8 +83,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTas
     """Rebuild a model from a checkpoint alone (config + weights), in eval mode."""
     ckpt = read(path, map_location)
     try:
-        model = MultiTaskNet(ModelConfig.from_dict(ckpt["model_config"]))
+        model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["state_dict"])
+    except ImportError as e:  # an external baseline whose library is not installed here
+        raise CheckpointError(resolve(path), str(e)) from None
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(resolve(path), f"inconsistent checkpoint: {e}") from None
     return model.eval()

@@ -12,6 +12,7 @@ from torch import nn
 from .blocks import ATTENTIONS
 from .decoders import UNetDecoder, UNetPlusPlusDecoder
 from .encoders import Encoder, ResUNetEncoder, UNetEncoder
+from .external import EXTERNAL, ExternalNet, build_external
 from .heads import ClassificationHead, SegmentationHead
 
 #: Backbone name -> (encoder class, decoder factory).
@@ -39,8 +40,10 @@ class ModelConfig:
     """Hyper-parameters that fully define a network; saved inside every checkpoint.
 
     Args:
-        name: backbone, one of ``BACKBONES`` (unet, unetpp, resunet).
-        attention: ``"cbam"`` (after each encoder stage) or ``None`` ("simple multi-task").
+        name: backbone, one of ``BACKBONES`` (unet, unetpp, resunet), or an ecosystem baseline
+            of :mod:`lungmtl.models.external` (smp-unet, monai-unet; optional extras).
+        attention: ``"cbam"`` (after each encoder stage) or ``None`` ("simple multi-task");
+            the external baselines take ``None`` only.
         widths: encoder filters per level, shallow to deep, before the bottleneck.
         bottleneck: filters of the deepest level (stride 16); ``None`` = ``widths[-1]``.
         width_mult: multiplies every width (small CPU models), at least 1 filter each.
@@ -48,6 +51,7 @@ class ModelConfig:
         seg_classes: 1 (infection) or 3 (background / ground-glass / consolidation).
         cls_hidden: dense layers of the classification head.
         dropout: dropout before the last dense layer.
+        encoder: smp-unet's encoder name (``None`` = resnet34); other models take ``None``.
     """
 
     name: str = "unet"
@@ -59,10 +63,17 @@ class ModelConfig:
     seg_classes: int = 1
     cls_hidden: tuple[int, ...] = (512, 128)
     dropout: float = 0.5
+    encoder: str | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in BACKBONES:
-            raise ValueError(f"unknown model {self.name!r}; valid: {sorted(BACKBONES)}")
+        if self.name not in BACKBONES and self.name not in EXTERNAL:
+            raise ValueError(
+                f"unknown model {self.name!r}; valid: {sorted(BACKBONES) + sorted(EXTERNAL)}"
+            )
+        if self.name in EXTERNAL and self.attention is not None:
+            raise ValueError(f"{self.name} takes no lungmtl attention: set attention to null")
+        if self.encoder is not None and self.name != "smp-unet":
+            raise ValueError(f"encoder is an option of smp-unet only, not of {self.name}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {self.attention!r}; valid: {list(ATTENTIONS)}")
         # Lists from YAML/JSON or a checkpoint become tuples so configs compare and hash.
@@ -86,6 +97,10 @@ class ModelConfig:
     @property
     def divisor(self) -> int:
         """Input height and width must be multiples of this."""
+        if self.name == "smp-unet":
+            return 32  # five stride-2 stages in smp's encoders
+        if self.name == "monai-unet":
+            return 16
         return 2 ** (len(self.channels) - 1)
 
     def to_dict(self) -> dict:
@@ -133,13 +148,21 @@ class MultiTaskNet(nn.Module):
         return MultiTaskOutput(self.seg_head(self.decoder(feats)), self.cls_head(feats[-1]))
 
 
-def create_model(name: str = "unet", **config) -> MultiTaskNet:
+def build_model(config: ModelConfig) -> MultiTaskNet | ExternalNet:
+    """The network a ``ModelConfig`` describes (lungmtl's own, or an ecosystem baseline)."""
+    if config.name in EXTERNAL:
+        return build_external(config)
+    return MultiTaskNet(config)
+
+
+def create_model(name: str = "unet", **config) -> MultiTaskNet | ExternalNet:
     """Build a model by backbone name; every option is a ``ModelConfig`` field.
 
     Raises:
         ValueError: unknown name or option (the message lists the valid ones).
+        ImportError: an external baseline whose library is not installed (names the extra).
     """
-    return MultiTaskNet(ModelConfig.from_dict({"name": name, **config}))
+    return build_model(ModelConfig.from_dict({"name": name, **config}))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
