@@ -10,7 +10,8 @@ Decisions:
 
 * Pre-processing is the checkpoint's own ``run_config["preprocess"]`` through the same
   :func:`lungmtl.data.preprocess.preprocess_slice` as training. The model works at that size; the
-  probabilities are resized back to the native slice size bilinearly and thresholded at 0.5.
+  probabilities are resized back to the native slice size bilinearly (into the slice's crop box
+  where the run crops to the lungs) and thresholded at 0.5.
 * Scan verdict: **infected when at least ``min_consecutive`` (default 3) consecutive slices have
   P(infected) >= 0.5** (all slices when the scan has fewer), so one noisy slice does not decide.
 * Burden: infected volume = predicted mask voxels x voxel volume (mL; only where the input has
@@ -35,12 +36,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .config import RunConfig, from_dict
 from .data.io import RASTER_SUFFIXES, ImageData, read_image, suffix_of, write_mask_like
-from .data.preprocess import PreprocessConfig, preprocess_slice
+from .data.preprocess import PreprocessConfig, paste_back, preprocess_slice
 from .data.sources import load_slice, read_manifest
 from .device import resolve_device
 from .errors import InputError
@@ -349,15 +349,6 @@ def longest_run(flags: np.ndarray) -> int:
     return best
 
 
-def _to_native(arr: np.ndarray, shape: tuple[int, int], mode: str) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[:, None]
-    if mode == "bilinear":
-        t = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)
-    else:
-        t = F.interpolate(t, size=shape, mode="nearest-exact")
-    return t[:, 0]
-
-
 def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictOptions) -> dict:
     """Predict one case and write its outputs into ``out_dir``; returns the summary dict.
 
@@ -405,11 +396,12 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
         from .crf import crf_refine
 
         seg_prob = crf_refine(seg_prob, device=predictor.device)
-    mask = (_to_native(seg_prob, (h, w), "bilinear") >= opts.threshold).numpy().astype(np.uint8)
+    boxes = [p.box for p in pre]
+    mask = (paste_back(seg_prob, boxes, (h, w)) >= opts.threshold).astype(np.uint8)
     if case.lung is not None:
         lung = case.lung.astype(bool)
     else:
-        lung = _to_native(lung_small.astype(np.float32), (h, w), "nearest").numpy() > 0.5
+        lung = paste_back(lung_small.astype(np.float32), boxes, (h, w)) > 0.5
     spacing = tuple(float(s) for s in case.image.spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0 if case.has_geometry else None
     pixel_mm2 = spacing[1] * spacing[2] if case.has_geometry else None

@@ -268,3 +268,20 @@ def test_shards_split_the_inputs_and_resume_skips_finished_cases(tiny_checkpoint
     assert main([*base[:-1], "--resume"]) == 0
     assert (tmp_path / "out" / "scan1" / "summary.json").stat().st_mtime_ns == stamp
     assert main([*base[:-1], "--shard", "2/2"]) == 2
+
+
+def test_cropped_runs_paste_the_mask_back_into_the_lung_box(tmp_path):
+    stored, _ = _phantom_nifti(tmp_path / "scan.nii.gz")
+    predictor = Predictor(
+        BrightIsInfected(), PreprocessConfig(size=64, crop="lungs"), torch.device("cpu"), "fake"
+    )
+    [r] = predict("unused", [tmp_path / "scan.nii.gz"], tmp_path / "out", FAST, predictor=predictor)
+    assert r.ok, r.message
+    mask = np.asarray(nib.load(tmp_path / "out" / "scan" / "mask.nii.gz").dataobj).astype(bool)
+    assert mask.shape == stored.shape
+    truth = stored > -440
+    # Inside the box the stand-in's mask is where it should be; outside it (the air corner with
+    # the bright marker, most of the table) nothing is predicted.
+    assert (mask & truth).sum() / mask.sum() > 0.9
+    assert not mask[stored == 300.0].any()
+    assert 0.3 * truth.sum() < mask.sum() < truth.sum()

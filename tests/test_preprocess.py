@@ -325,3 +325,57 @@ def test_sources_end_with_the_same_lung_and_tissue_levels(real_data):
         assert lung_levels, src
         assert np.median(lung_levels) == pytest.approx(0.1, abs=0.02), src
         assert np.median(tissue_levels) == pytest.approx(0.75, abs=0.05), src
+
+
+# --- crop to the lungs --------------------------------------------------------------------------
+
+
+def test_crop_to_lungs_keeps_the_lesion_and_pastes_back(phantom):
+    k = int(np.argmax(phantom.infection.sum(axis=(1, 2))))
+    cfg = P.PreprocessConfig(size=128, crop="lungs")
+    out = P.preprocess_slice(phantom.hu[k], "hu", mask=phantom.infection[k], config=cfg)
+    r0, r1, c0, c1 = out.box
+    assert 0 <= r0 < r1 <= 256 and 0 <= c0 < c1 <= 256
+    assert (r1 - r0) * (c1 - c0) < 0.9 * 256 * 256, "a full field of view should be cropped"
+    assert phantom.infection[k][r0:r1, c0:c1].sum() == phantom.infection[k].sum()
+    # The lesion covers more of the model's input than without the crop.
+    whole = P.preprocess_slice(
+        phantom.hu[k], "hu", mask=phantom.infection[k], config=P.PreprocessConfig(size=128)
+    )
+    assert whole.box == (0, 256, 0, 256)
+    assert out.mask.sum() > 1.1 * whole.mask.sum()
+    # paste_back inverts crop + resize: the pasted mask matches the native one.
+    native = P.paste_back(out.mask[None].astype(np.float32), [out.box], (256, 256))[0] >= 0.5
+    assert dice(native, phantom.infection[k] > 0) > 0.9
+    assert not native[:r0].any() and not native[:, :c0].any()
+
+
+def test_crop_leaves_blank_and_already_cropped_slices_whole():
+    assert P.lung_box(np.zeros((64, 80), np.float32)) == (0, 64, 0, 80)
+    # A slice cropped to the lungs (no outside air at the border): never cropped further.
+    x = np.full((120, 100), 0.8, np.float32)
+    x[10:110, 5:45] = 0.1
+    x[10:110, 55:95] = 0.1
+    assert P.lung_box(x) == (0, 120, 0, 100)
+    with pytest.raises(ValueError, match="crop"):
+        P.PreprocessConfig(crop="body")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("source", ["covid19-ct-seg20", "medseg-covid2", "medseg100"])
+def test_crop_never_cuts_infection_off_real_slices(real_data, source):
+    table = pd.read_csv(real_data / source / "manifest.csv")
+    table = table[table["mask"].notna()]
+    cropped = 0
+    for i in np.random.default_rng(0).permutation(len(table))[:25]:
+        row = table.iloc[i]
+        image = P.to_unit(_read_gray(real_data / source / row["image"]), "8bit")
+        mask = _read_gray(real_data / source / row["mask"]) > 0
+        r0, r1, c0, c1 = P.lung_box(image)
+        assert mask[r0:r1, c0:c1].sum() == mask.sum(), f"{row['image']}: infection cut off"
+        cropped += int((r1 - r0) * (c1 - c0) < 0.95 * mask.size)
+    # Full field-of-view sources are cropped; MedSeg's slices (already cropped) are not.
+    if source == "medseg100":
+        assert cropped == 0
+    else:
+        assert cropped >= 10

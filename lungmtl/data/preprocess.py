@@ -3,7 +3,10 @@
 Pure functions, arrays in and arrays out, no hidden state (method.md, "Pre-processing"). The order
 applied by :func:`preprocess_slice` is::
 
-    to_unit -> resize -> enhance -> lung mask -> normalise
+    to_unit -> [crop to the lungs] -> resize -> enhance -> lung mask -> normalise
+
+The crop (``crop="lungs"``, off in the paper configs) is lungmtl's own addition: see
+:func:`lung_box`.
 
 Intensities are float32 in [0, 1] after :func:`to_unit`: Hounsfield units are clipped to the lung
 window and rescaled, 8-bit images are divided by 255 (they arrive already windowed by their source).
@@ -24,6 +27,10 @@ from lungmtl.errors import InputError
 KINDS = ("hu", "8bit")
 ENHANCE_STEPS = ("median", "opening")
 LUNG_MASK_MODES = ("derived", "dataset")
+CROP_MODES = ("none", "lungs")
+_CROP_MIN_BORDER_AIR = 0.6  # crop only slices whose border is mostly outside air (full view)
+_CROP_MIN_LUNG = 0.03  # crop only around a lung mask at least this large (fraction of the slice)
+_CROP_WORK = 128  # side at which the crop's lung mask is derived (the box is coarse anyway)
 
 # A lung mask smaller than this fraction of the slice is too small to estimate "healthy lung"
 # intensity from (apex/base slices, failed derivation): normalisation then leaves the slice as is.
@@ -64,6 +71,11 @@ class PreprocessConfig:
             anchor matters: 8-bit sources were windowed differently, and with the lung anchor
             alone the brightest tissue of a MosMed slice ends near 0.19 and of a HU slice near
             0.96, a per-source contrast a classifier can learn instead of the disease.
+        crop: "none" (the whole slice, as the paper) or "lungs": crop to a square box around
+            the derived lungs before resizing (see :func:`lung_box`). The lungs then fill the
+            model's input whatever the source's field of view (more pixels on the lesions, and
+            no field-of-view or table cue for a classifier to learn the source from).
+        crop_margin: margin added around the lungs' box, as a fraction of the slice side.
     """
 
     size: int = 224
@@ -74,6 +86,8 @@ class PreprocessConfig:
     lung_mask: str = "derived"
     reference: float = 0.1
     tissue_reference: float | None = 0.75
+    crop: str = "none"
+    crop_margin: float = 0.06
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int | np.integer) or self.size < 8:
@@ -90,6 +104,10 @@ class PreprocessConfig:
         tr = self.tissue_reference
         if tr is not None and not (np.isfinite(tr) and self.reference < tr <= 1.0):
             raise ValueError(f"tissue_reference must lie in (reference, 1], got {tr!r}")
+        if self.crop not in CROP_MODES:
+            raise ValueError(f"unknown crop {self.crop!r}; valid: {', '.join(CROP_MODES)}")
+        if not (np.isfinite(self.crop_margin) and 0.0 <= self.crop_margin <= 0.5):
+            raise ValueError(f"crop_margin must lie in [0, 0.5], got {self.crop_margin!r}")
 
 
 class Preprocessed(NamedTuple):
@@ -101,12 +119,15 @@ class Preprocessed(NamedTuple):
         mask_multiclass: uint8 (S, S) labels (0 background, 1 ground-glass, 2 consolidation),
             or None.
         lung_mask: bool (S, S), the lung mask used for normalisation.
+        box: (row0, row1, col0, col1), the part of the input slice that was resized to (S, S)
+            (the whole slice unless ``crop="lungs"``); :func:`paste_back` maps maps back.
     """
 
     image: np.ndarray
     mask: np.ndarray | None
     mask_multiclass: np.ndarray | None
     lung_mask: np.ndarray
+    box: tuple[int, int, int, int]
 
 
 def _check_window(window: Sequence[float]) -> None:
@@ -408,6 +429,81 @@ def normalise_lung(
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def lung_box(unit_image: np.ndarray, margin: float = 0.06) -> tuple[int, int, int, int]:
+    """A square box around both lungs, in the slice's pixel coordinates.
+
+    The lungs are derived (:func:`derive_lung_mask`) on a copy shrunk to 128 px. Their bounding
+    box grows by ``margin`` x the slice side on every side and is mirrored about the body's
+    midline (the column centre of the non-air pixels), so a lung the derivation missed (wholly
+    consolidated, as bright as tissue) is still inside it; the shorter side then grows to a
+    square where the slice allows. A crop must never cut lung off, so the whole slice is the
+    box where less than 60% of the slice's border is air (a slice already cropped to the lungs,
+    as MedSeg's: 2-40% there, 85-100% on full field-of-view slices of the other sources), where
+    the lungs found cover less than 3% of the slice (a failed derivation, the apex), or where a
+    lung touches the slice's edge.
+
+    Args:
+        unit_image: 2-D float slice in [0, 1] (after :func:`to_unit`).
+        margin: fraction of the slice side added around the lungs.
+
+    Returns:
+        (row0, row1, col0, col1), half-open, inside the slice.
+    """
+    x = _check_2d(unit_image, "image")
+    h, w = x.shape
+    small = resize(x, _CROP_WORK)
+    if float(np.ptp(small)) < 1e-3:
+        return (0, h, 0, w)
+    border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
+    if (border < filters.threshold_otsu(small)).mean() < _CROP_MIN_BORDER_AIR:
+        return (0, h, 0, w)  # no air around the body: the slice is already cropped
+    lung = derive_lung_mask(small)
+    if lung.mean() < _CROP_MIN_LUNG:
+        return (0, h, 0, w)
+    edge = max(1, round(0.02 * _CROP_WORK))
+    if lung[:edge].any() or lung[-edge:].any() or lung[:, :edge].any() or lung[:, -edge:].any():
+        return (0, h, 0, w)
+    sy, sx = h / _CROP_WORK, w / _CROP_WORK
+    rows, cols = np.nonzero(lung)
+    r0, r1 = rows.min() * sy, (rows.max() + 1) * sy
+    c0, c1 = cols.min() * sx, (cols.max() + 1) * sx
+    body = small > max(float(np.quantile(small, 0.05)) + 0.05, 0.15)
+    if body.any():
+        mid = (np.nonzero(body.any(axis=0))[0][[0, -1]].mean() + 0.5) * sx
+        c0, c1 = min(c0, 2 * mid - c1), max(c1, 2 * mid - c0)
+    r0, r1 = r0 - margin * h, r1 + margin * h
+    c0, c1 = c0 - margin * w, c1 + margin * w
+    side = max(r1 - r0, c1 - c0)
+    rc, cc = (r0 + r1) / 2, (c0 + c1) / 2
+    box = []
+    for centre, n in ((rc, h), (cc, w)):
+        length = min(side, n)
+        lo = min(max(centre - length / 2, 0.0), n - length)
+        box += [int(np.floor(lo)), int(min(n, np.ceil(lo + length)))]
+    return tuple(box)  # type: ignore[return-value]
+
+
+def paste_back(
+    maps: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], shape: tuple[int, int]
+) -> np.ndarray:
+    """Map model-size maps (N, S, S) back to native slices (N, H, W) through their crop boxes.
+
+    Bilinear inside each box, 0 outside it (the crop keeps the lungs, so nothing was predicted
+    there). The inverse of the crop + resize of :func:`preprocess_slice`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    maps = np.asarray(maps, dtype=np.float32)
+    out = np.zeros((len(maps), *shape), dtype=np.float32)
+    for k, (r0, r1, c0, c1) in enumerate(boxes):
+        t = torch.from_numpy(np.ascontiguousarray(maps[k]))[None, None]
+        out[k, r0:r1, c0:c1] = F.interpolate(
+            t, size=(r1 - r0, c1 - c0), mode="bilinear", align_corners=False
+        )[0, 0].numpy()
+    return out
+
+
 def _mask_input(mask: np.ndarray | None, shape: tuple[int, ...], what: str) -> np.ndarray | None:
     if mask is None:
         return None
@@ -445,6 +541,14 @@ def preprocess_slice(
     mask = _mask_input(mask, unit.shape, "mask")
     mask_multiclass = _mask_input(mask_multiclass, unit.shape, "mask_multiclass")
     lung_mask = _mask_input(lung_mask, unit.shape, "lung_mask")
+    h, w = unit.shape
+    box = lung_box(unit, config.crop_margin) if config.crop == "lungs" else (0, h, 0, w)
+    if box != (0, h, 0, w):
+        r0, r1, c0, c1 = box
+        unit = unit[r0:r1, c0:c1]
+        mask, mask_multiclass, lung_mask = (
+            None if m is None else m[r0:r1, c0:c1] for m in (mask, mask_multiclass, lung_mask)
+        )
     size = config.size
     x = enhance(resize(unit, size), config.enhance, config.kernel)
     if config.lung_mask == "dataset" and lung_mask is not None:
@@ -464,4 +568,4 @@ def preprocess_slice(
                 "labels must be 0 (background), 1 (ground-glass), 2 (consolidation)",
             )
         out_multi = resize(mask_multiclass.astype(np.uint8), size, mask=True)
-    return Preprocessed(x, out_mask, out_multi, lung)
+    return Preprocessed(x, out_mask, out_multi, lung, box)
