@@ -88,6 +88,8 @@ class TrainConfig:
     ``torch.compile``; it is off by default because on torch 2.11 + H100 (bf16, channels_last)
     the compiled step gave NaN weights after one step in ``benchmarks/compile_check.py``, while
     eager did not (see docs/performance.md); a run that diverges stops with a clear error.
+    ``label_only_fraction`` < 1 draws, each epoch, only that share of the slices that have no
+    mask (a fresh random subset; every slice with a mask is used).
     """
 
     epochs: int = 100
@@ -100,6 +102,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     grad_accum: int = 1
     seed: int = 0
+    label_only_fraction: float = 1.0
 
 
 @dataclass

@@ -24,7 +24,7 @@ from .device import autocast, prepare_input, prepare_model, resolve_device
 from .errors import CheckpointError
 from .losses import MultiTaskLoss
 from .metrics import ClassificationAccumulator, SegmentationAccumulator
-from .models import MultiTaskNet, checkpoint
+from .models import build_model, checkpoint
 from .predict_core import predict_tensors
 
 #: Metrics that can select the best checkpoint (all: higher is better, except val_loss).
@@ -159,9 +159,27 @@ class Distributed:
             dist.destroy_process_group()
 
 
-def _epoch_order(n: int, expand: int, gen: torch.Generator) -> torch.Tensor:
-    """Sample order of one epoch: ``expand`` fresh permutations of the training rows."""
-    return torch.cat([torch.randperm(n, generator=gen) for _ in range(expand)])
+def epoch_order(
+    has_mask: torch.Tensor, expand: int, gen: torch.Generator, label_only_fraction: float = 1.0
+) -> torch.Tensor:
+    """Sample order of one epoch: ``expand`` fresh permutations of the training rows.
+
+    With ``label_only_fraction`` < 1 each permutation holds every slice with a mask but only a
+    fresh random share of the label-only ones (no mask: they train the classifier alone, which
+    learns much faster than the decoder), so an epoch spends its compute where it is needed.
+    """
+    n = len(has_mask)
+    if label_only_fraction >= 1.0:
+        return torch.cat([torch.randperm(n, generator=gen) for _ in range(expand)])
+    masked = torch.nonzero(has_mask).flatten()
+    label_only = torch.nonzero(~has_mask).flatten()
+    k = math.ceil(label_only_fraction * len(label_only))
+    parts = []
+    for _ in range(expand):
+        pick = label_only[torch.randperm(len(label_only), generator=gen)[:k]]
+        rows = torch.cat([masked, pick])
+        parts.append(rows[torch.randperm(len(rows), generator=gen)])
+    return torch.cat(parts)
 
 
 def train_epoch(
@@ -186,7 +204,7 @@ def train_epoch(
     multiclass = cfg.model.seg_classes > 1
     torch.manual_seed(t.seed * 100_003 + epoch)  # dropout
     gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
-    order = _epoch_order(len(train), a.expand, gen)
+    order = epoch_order(train.has_mask, a.expand, gen, t.label_only_fraction)
     micro = ddp.world * t.grad_accum
     global_batch = t.batch_size * micro
     steps = (math.ceil if micro == 1 else math.floor)(len(order) / global_batch)
@@ -278,6 +296,10 @@ def fit(
         raise ValueError(f"unknown select_metric {t.select_metric!r}; valid: {SELECT_METRICS}")
     if t.grad_accum < 1:
         raise ValueError(f"train.grad_accum must be >= 1, got {t.grad_accum}")
+    if not 0.0 < t.label_only_fraction <= 1.0:
+        raise ValueError(
+            f"train.label_only_fraction must lie in (0, 1], got {t.label_only_fraction}"
+        )
     ddp = Distributed()
     device = ddp.setup(resolve_device(t.device))
     try:
@@ -308,7 +330,7 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"empty split: {len(train)} train and {len(val)} validation slices")
 
-    model = prepare_model(MultiTaskNet(cfg.model), device)
+    model = prepare_model(build_model(cfg.model), device)
     opt = torch.optim.Adam(
         model.parameters(),
         lr=cfg.optim.lr,

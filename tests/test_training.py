@@ -210,3 +210,22 @@ def test_evaluate_new_data_skips_and_reports_unreadable_slices(phantom, tmp_path
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["skipped_slices"] == 1 and m["n_slices"] == 11
     assert str(bad) in (tmp_path / "e" / "skipped.csv").read_text()
+
+
+def test_epoch_order_draws_a_share_of_label_only_slices():
+    from lungmtl.training import epoch_order
+
+    has_mask = torch.tensor([True] * 6 + [False] * 10)
+    full = epoch_order(has_mask, 2, torch.Generator().manual_seed(0))
+    assert sorted(full.tolist()) == sorted(list(range(16)) * 2)
+    seen = set()
+    for epoch in range(4):
+        order = epoch_order(has_mask, 1, torch.Generator().manual_seed(epoch), 0.3)
+        rows = order.tolist()
+        assert len(rows) == len(set(rows)) == 6 + 3  # every masked slice, ceil(0.3 x 10) others
+        assert set(range(6)) <= set(rows)
+        seen |= set(rows) - set(range(6))
+    assert len(seen) > 3, "the label-only share must change from epoch to epoch"
+    cfg = load_config(overrides=["train.label_only_fraction=0"])
+    with pytest.raises(ValueError, match="label_only_fraction"):
+        fit(cfg, "/nonexistent-run-dir")
