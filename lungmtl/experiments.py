@@ -35,6 +35,7 @@ import fnmatch
 import itertools
 import json
 import re
+import shutil
 import typing
 import warnings
 from collections.abc import Callable
@@ -470,6 +471,7 @@ def run_experiment(
     base: str | Path | None = None,
     leave_one_source_out: bool | None = None,
     only: list[str] | None = None,
+    reuse: list[str | Path] | None = None,
     dry_run: bool = False,
     progress: bool = True,
     echo: Callable[[str], None] = print,
@@ -512,6 +514,12 @@ def run_experiment(
             skipped.append(r.name)
             echo(f"[{i}/{len(chosen)}] {r.name}: finished, skipped")
             continue
+        source = None if r.run_dir.exists() else find_identical_run(r, reuse or [])
+        if source is not None:
+            copy_run(source, r.run_dir)
+            skipped.append(r.name)
+            echo(f"[{i}/{len(chosen)}] {r.name}: identical to {source}, copied")
+            continue
         echo(
             f"[{i}/{len(chosen)}] {r.name}: training"
             + (" (resuming)" if r.status() == "partial" else "")
@@ -535,6 +543,30 @@ def run_experiment(
     results = summarise(exp, runs, out)
     echo(f"results: {out / 'results.md'}")
     return ExperimentResult(out, runs, trained, skipped, results)
+
+
+def find_identical_run(r: PlannedRun, folders: list[str | Path]) -> Path | None:
+    """A finished run under ``folder/runs/`` whose resolved config equals ``r``'s, or None."""
+    want = to_dict(r.cfg)
+    for folder in folders:
+        for cand in sorted(Path(folder).glob("runs/*")):
+            cfg_file = cand / "config.yaml"
+            if not cfg_file.is_file() or not all(
+                (cand / e / "metrics.json").exists() for e in r.evals
+            ):
+                continue
+            if yaml.safe_load(cfg_file.read_text()) == want:
+                return cand
+    return None
+
+
+def copy_run(source: Path, run_dir: Path) -> None:
+    """Copy a finished run folder atomically (a temporary name, then a rename)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir.parent / f".{run_dir.name}.copying"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    tmp.rename(run_dir)
 
 
 def _write_plan(exp: Experiment, runs: list[PlannedRun], out: Path) -> None:

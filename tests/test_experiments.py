@@ -103,6 +103,27 @@ def test_rerun_skips_finished_and_resumes_interrupted_runs(grid_run):
     assert (cut / "eval" / "metrics.json").exists()
 
 
+def test_reuse_copies_identical_finished_runs_only(grid_run, tmp_path):
+    spec, out, _ = grid_run
+    base = yaml.safe_load(open(spec))["base"]
+    # One variant equals the grid's multi-task run, one differs (another learning rate).
+    other = write_yaml(
+        tmp_path / "other.yaml",
+        base=base,
+        runs=[{"name": "same", "set": {}}, {"name": "new-lr", "set": {"optim.lr": 0.001}}],
+        seeds=[0],
+        baseline="same",
+    )
+    lines: list[str] = []
+    res = run_experiment(other, tmp_path / "o", reuse=[out], progress=False, echo=lines.append)
+    assert res.trained == ["new-lr-seed0"] and res.skipped == ["same-seed0"]
+    assert any("same-seed0: identical to" in s and "cls_weight1-seed0" in s for s in lines)
+    copied = tmp_path / "o" / "runs" / "same-seed0" / "eval" / "predictions.csv"
+    original = out / "runs" / "cls_weight1-seed0" / "eval" / "predictions.csv"
+    assert copied.read_bytes() == original.read_bytes()
+    assert not list((tmp_path / "o" / "runs").glob(".*copying"))
+
+
 def test_bad_keys_fail_clearly(tmp_path, phantom):
     base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
     bad = write_yaml(tmp_path / "bad.yaml", base=base, grid={"model.nmae": ["unet"]})
@@ -171,3 +192,40 @@ def test_leave_one_source_out(tmp_path):
     # each held-out evaluation covers exactly the source left out of training
     assert (per_source["held_out"] == per_source["source"]).all()
     assert "held out: alpha" in (tmp_path / "out" / "results.md").read_text()
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_shipped_experiments_plan_at_cpu_and_full_scale(path, tmp_path):
+    from lungmtl.config import load_config
+
+    # smoke.yaml is a deliberately tiny check of the machinery, with no full-scale form.
+    bases = [None] if path.stem == "smoke" else [None, REPO / "configs" / "paper-unet.yaml"]
+    for base in bases:
+        exp = load_experiment(path, base=base)
+        runs = plan(exp, tmp_path)
+        assert runs and len({r.name for r in runs}) == len(runs)
+        assert {r.cfg.train.seed for r in runs} == set(exp.seeds)
+        full = base is not None
+        # The full-scale command really is full scale: no CPU-scale override leaks into it.
+        sizes = {r.cfg.preprocess.size for r in runs}
+        if full:
+            assert sizes == {224}
+        elif path.stem != "smoke":
+            assert sizes == {load_config(exp.base).preprocess.size}
+        if full:
+            assert {r.cfg.train.epochs for r in runs} == {100}
+
+
+def test_shipped_run_configs_load():
+    from lungmtl.config import load_config
+
+    paths = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(paths) >= 8
+    for p in paths:
+        cfg = load_config(p)
+        assert cfg.preprocess.size % cfg.model.divisor == 0, p
