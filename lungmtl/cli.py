@@ -147,6 +147,7 @@ def _predict(args) -> int:
         threads=args.threads,
         shard=_shard(args.shard),
         resume=args.resume,
+        engine=args.engine,
     )
     results = predict(args.checkpoint, args.inputs, args.out, opts, echo=print)
     failed = sum(not r.ok for r in results)
@@ -287,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--crf", action="store_true", help="CRF post-processing of the masks")
     r.add_argument("--gradcam", type=int, default=3, help="Grad-CAM slices per case (0 = none)")
+    r.add_argument(
+        "--engine",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: the model stage through ONNX Runtime on the CPU (about 1.5x faster there)",
+    )
     r.add_argument("--allow-gaps", action="store_true", help="accept series with missing slices")
     r.add_argument("--threads", type=int, help="CPU threads for torch")
     r.add_argument(

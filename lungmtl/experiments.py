@@ -716,6 +716,17 @@ def paired_against_baseline(exp: Experiment, runs: list[PlannedRun]) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def headline_tests(tests: pd.DataFrame) -> pd.DataFrame:
+    """One test per (variant, held-out source, evaluation): pooled over seeds where more than
+    one seed was paired, else the single seed's test."""
+    keys = ["variant", "held_out", "evaluation"]
+    pooled = tests[tests["seeds"] == "pooled"]
+    have = set(map(tuple, pooled[keys].to_numpy()))
+    single = tests[tests["seeds"] != "pooled"]
+    single = single[[tuple(k) not in have for k in single[keys].to_numpy()]]
+    return pd.concat([pooled, single]).sort_index()
+
+
 def _test_row(r: PlannedRun, ev: str, seeds: str, t: dict) -> dict:
     row = {
         "variant": r.variant,
@@ -770,9 +781,7 @@ def summarise(
     tests.to_csv(out / "paired_tests.csv", index=False)
     test_cols = ["dice_t", "dice_p", "correct_t", "correct_p", "mcnemar_p", "n_slices"]
     if not tests.empty:
-        one_seed = len(exp.seeds) == 1
-        pooled = tests[tests["seeds"] == ("pooled" if not one_seed else str(exp.seeds[0]))]
-        pooled = pooled.reindex(columns=[*by, *test_cols])
+        pooled = headline_tests(tests).reindex(columns=[*by, *test_cols])
         pooled = pooled.rename(columns={c: f"vs_baseline_{c}" for c in test_cols})
         results = results.merge(pooled, on=by, how="left")
     else:
@@ -865,12 +874,12 @@ def _markdown(
             "",
         ]
     if not tests.empty:
-        pooled = tests[tests["seeds"] == "pooled"]
-        shown = pooled if not pooled.empty else tests
+        shown = headline_tests(tests)
         how = (
             "pooled over seeds: the per-slice arrays of runs with the same seed are concatenated"
-            " and tested once (per-seed tests: paired_tests.csv)"
-            if not pooled.empty
+            " and tested once (per-seed tests: paired_tests.csv; a variant with one finished"
+            " seed shows that seed's test)"
+            if (shown["seeds"] == "pooled").any()
             else "one seed"
         )
         parts += [

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 import resource
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ from .data.preprocess import PreprocessConfig, paste_back, preprocess_slice
 from .data.sources import load_slice, read_manifest
 from .device import resolve_device
 from .errors import InputError
-from .models import checkpoint
+from .models import MultiTaskOutput, checkpoint
 from .predict_core import predict_images
 
 THRESHOLD = 0.5
@@ -76,6 +77,9 @@ class PredictOptions:
         shard: (k, n): predict only inputs k, k+n, k+2n, ... so that n processes (or torchrun
             ranks) share a large batch of scans without overlap.
         resume: skip cases whose ``summary.json`` (written last) already exists.
+        engine: "torch" (eager PyTorch) or "onnx": the model stage through ONNX Runtime on the
+            CPU, on the model exported as ``lungmtl export`` does (about 1.5x eager PyTorch on
+            the 2-core development CPU, docs/performance.md); Grad-CAM still uses PyTorch.
     """
 
     device: str = "auto"
@@ -90,6 +94,7 @@ class PredictOptions:
     report: bool = True
     shard: tuple[int, int] = (0, 1)
     resume: bool = False
+    engine: str = "torch"
 
 
 @dataclass
@@ -100,6 +105,7 @@ class Predictor:
     preprocess: PreprocessConfig
     device: torch.device
     checkpoint: str = ""
+    runner: torch.nn.Module | None = None  # what runs the slices, where not ``model`` (ONNX)
 
 
 @dataclass
@@ -153,6 +159,8 @@ class CaseResult:
 
 # ---------------------------------------------------------------- model
 
+ENGINES = ("torch", "onnx")
+
 
 def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predictor:
     """Load a checkpoint with its pre-processing settings.
@@ -184,8 +192,38 @@ def run_model(
         batch_size: slices per forward pass.
     """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
-    pred = predict_images(predictor.model, x, predictor.device, batch_size)
+    pred = predict_images(predictor.runner or predictor.model, x, predictor.device, batch_size)
     return pred.p_infected, pred.seg_prob
+
+
+class OnnxRunner(torch.nn.Module):
+    """An exported ONNX model behind the model interface (CPU tensors in, MultiTaskOutput out)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def forward(self, x: torch.Tensor) -> MultiTaskOutput:
+        seg, cls = self.session.run(["seg", "cls"], {"image": np.ascontiguousarray(x.numpy())})
+        return MultiTaskOutput(torch.from_numpy(seg), torch.from_numpy(cls))
+
+
+def attach_onnx(predictor: Predictor, checkpoint_path: str | Path, work_dir: Path) -> Predictor:
+    """Export the checkpoint to ONNX in ``work_dir`` and run slices through ONNX Runtime."""
+    from .export import export
+
+    if predictor.device.type != "cpu":
+        raise InputError("--engine onnx", f"runs on the CPU; the device here is {predictor.device}")
+    try:
+        path = export(checkpoint_path, work_dir / "model.onnx")
+        predictor.runner = OnnxRunner(path)
+    except ImportError as e:
+        raise InputError(
+            "--engine onnx", f"needs onnx and onnxruntime (pip install 'lungmtl[export]'): {e}"
+        ) from None
+    return predictor
 
 
 # ---------------------------------------------------------------- inputs
@@ -448,6 +486,7 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
         if lung_total
         else None,
         "lung_mask": "dataset" if case.lung is not None else "derived",
+        "engine": "onnx" if isinstance(predictor.runner, OnnxRunner) else "torch",
         "most_affected_slices": [
             {
                 "z": k,
@@ -532,8 +571,16 @@ def predict(
     k, n = options.shard
     if not 0 <= k < n:
         raise InputError("--shard", f"expected k/n with 0 <= k < n, got {k}/{n}")
+    if options.engine not in ENGINES:
+        raise InputError("--engine", f"unknown engine {options.engine!r}; valid: {ENGINES}")
     predictor = predictor or load_predictor(checkpoint_path, options.device)
-    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="lungmtl-onnx-") as tmp:
+        if options.engine == "onnx":
+            predictor = attach_onnx(predictor, checkpoint_path, Path(tmp))
+        return _predict_all(predictor, inputs, Path(out), options, k, n, echo)
+
+
+def _predict_all(predictor, inputs, out: Path, options, k: int, n: int, echo) -> list[CaseResult]:
     results: list[CaseResult] = []
     for item in iter_cases(list(inputs)[k::n], options.allow_gaps):
         done = None if isinstance(item, CaseResult) else out / item.name / "summary.json"

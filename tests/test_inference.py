@@ -18,6 +18,7 @@ from lungmtl.cli import main
 from lungmtl.config import load_config, to_dict
 from lungmtl.data.phantom import make_phantom_volume, write_phantom_dataset
 from lungmtl.data.preprocess import PreprocessConfig
+from lungmtl.errors import InputError
 from lungmtl.inference import (
     PredictOptions,
     Predictor,
@@ -285,3 +286,24 @@ def test_cropped_runs_paste_the_mask_back_into_the_lung_box(tmp_path):
     assert (mask & truth).sum() / mask.sum() > 0.9
     assert not mask[stored == 300.0].any()
     assert 0.3 * truth.sum() < mask.sum() < truth.sum()
+
+
+def test_onnx_engine_gives_the_eager_results(tiny_checkpoint, tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (lungmtl[export])")
+    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    tables = {}
+    for engine in ("torch", "onnx"):
+        args = ["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "scan.nii.gz")]
+        args += ["--out", str(tmp_path / engine), "--device", "cpu", "--engine", engine]
+        assert main(args) == 0, capsys.readouterr().out
+        tables[engine] = pd.read_csv(tmp_path / engine / "scan" / "slices.csv")
+        summary = json.loads((tmp_path / engine / "scan" / "summary.json").read_text())
+        assert summary["engine"] == engine
+    np.testing.assert_allclose(
+        tables["onnx"]["p_infected"], tables["torch"]["p_infected"], atol=1e-4
+    )
+    torch_mask = np.asarray(nib.load(tmp_path / "torch" / "scan" / "mask.nii.gz").dataobj)
+    onnx_mask = np.asarray(nib.load(tmp_path / "onnx" / "scan" / "mask.nii.gz").dataobj)
+    assert (torch_mask != onnx_mask).mean() < 1e-3
+    with pytest.raises(InputError, match="engine"):
+        predict(tiny_checkpoint, [], tmp_path / "x", PredictOptions(engine="tensorrt"))
