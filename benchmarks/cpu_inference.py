@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import matmul_peak
 
-from lungmtl.export import export, run_exported
+from lungmtl.export import export, onnx_session, run_exported
 from lungmtl.models import create_model, save
 
 
@@ -98,7 +98,7 @@ def main() -> None:
             xn = x.numpy()
             import onnxruntime as ort
 
-            sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+            sess = onnx_session(onnx_path)
             seg, cls = sess.run(["seg", "cls"], {"image": xn})
             assert np.allclose(seg, run_exported(onnx_path, xn)[0])
             record(

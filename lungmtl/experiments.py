@@ -551,9 +551,7 @@ def find_identical_run(r: PlannedRun, folders: list[str | Path]) -> Path | None:
     for folder in folders:
         for cand in sorted(Path(folder).glob("runs/*")):
             cfg_file = cand / "config.yaml"
-            if not cfg_file.is_file() or not all(
-                (cand / e / "metrics.json").exists() for e in r.evals
-            ):
+            if not cfg_file.is_file() or not dataclasses.replace(r, run_dir=cand).finished():
                 continue
             if yaml.safe_load(cfg_file.read_text()) == want:
                 return cand

@@ -80,6 +80,13 @@ def export(checkpoint_path: str | Path, out: str | Path, fmt: str = "onnx") -> P
     return out
 
 
+def onnx_session(path: str | Path):
+    """ONNX Runtime CPU session on an exported file (input ``image``; outputs ``seg``, ``cls``)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def run_exported(path: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run an exported model (format from the suffix: ``.onnx`` via onnxruntime, else TorchScript).
 
@@ -93,10 +100,7 @@ def run_exported(path: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.n
     path = Path(path)
     x = np.ascontiguousarray(images, dtype=np.float32)
     if path.suffix.lower() == ".onnx":
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        seg, cls = sess.run(["seg", "cls"], {"image": x})
+        seg, cls = onnx_session(path).run(["seg", "cls"], {"image": x})
         return seg, cls
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream

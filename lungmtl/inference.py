@@ -200,10 +200,10 @@ class OnnxRunner(torch.nn.Module):
     """An exported ONNX model behind the model interface (CPU tensors in, MultiTaskOutput out)."""
 
     def __init__(self, path: str | Path):
-        super().__init__()
-        import onnxruntime as ort
+        from .export import onnx_session
 
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        super().__init__()
+        self.session = onnx_session(path)
 
     def forward(self, x: torch.Tensor) -> MultiTaskOutput:
         seg, cls = self.session.run(["seg", "cls"], {"image": np.ascontiguousarray(x.numpy())})
@@ -574,9 +574,10 @@ def predict(
     if options.engine not in ENGINES:
         raise InputError("--engine", f"unknown engine {options.engine!r}; valid: {ENGINES}")
     predictor = predictor or load_predictor(checkpoint_path, options.device)
+    if options.engine != "onnx":
+        return _predict_all(predictor, inputs, Path(out), options, k, n, echo)
     with tempfile.TemporaryDirectory(prefix="lungmtl-onnx-") as tmp:
-        if options.engine == "onnx":
-            predictor = attach_onnx(predictor, checkpoint_path, Path(tmp))
+        predictor = attach_onnx(predictor, checkpoint_path, Path(tmp))
         return _predict_all(predictor, inputs, Path(out), options, k, n, echo)
 
 
