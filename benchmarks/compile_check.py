@@ -1,8 +1,10 @@
-"""Eager vs torch.compile training numerics for the paper U-Net (bf16, channels_last, CUDA).
+"""Eager vs torch.compile training numerics for the U-Net + CBAM (autocast, channels_last).
 
 Trains two copies from the same initial weights on the same random batches and prints both
-loss curves and whether any parameter became non-finite. Usage:
-    python benchmarks/compile_check.py --steps 15 --batch 32
+loss curves, whether any parameter became non-finite, and the largest weight difference between
+the two copies. Usage:
+    python benchmarks/compile_check.py --steps 15 --batch 32                  # CUDA, bf16
+    python benchmarks/compile_check.py --device cpu --size 64 --width 0.25 --dtype fp32
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--width", type=float, default=1.0, help="model width multiplier")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     a = ap.parse_args()
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
     torch.manual_seed(0)
-    base = create_model("unet", attention="cbam").to(dev).to(memory_format=torch.channels_last)
+    # No dropout: eager and compiled draw different dropout masks, which would hide real drift.
+    base = create_model("unet", attention="cbam", width_mult=a.width, dropout=0.0)
+    base = base.to(dev).to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(1)
     data = [
         (
@@ -35,6 +42,7 @@ def main() -> None:
         for _ in range(4)
     ]
     loss_fn = MultiTaskLoss()
+    final = {}
     for compiled in (False, True):
         model = copy.deepcopy(base)
         opt = torch.optim.Adam(model.parameters(), lr=2e-4, fused=True)
@@ -43,7 +51,7 @@ def main() -> None:
         for s in range(a.steps):
             x, m, y = (t.to(dev) for t in data[s % len(data)])
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
                 out = run(x)
             loss = loss_fn(
                 out.seg.float(),
@@ -62,6 +70,7 @@ def main() -> None:
             for n, b in model.named_buffers()
             if b.is_floating_point() and not torch.isfinite(b).all()
         ]
+        final[compiled] = model
         print(
             {
                 "compiled": compiled,
@@ -71,6 +80,11 @@ def main() -> None:
             },
             flush=True,
         )
+    worst = max(
+        (float((p - q).abs().max()), n)
+        for (n, p), q in zip(final[False].named_parameters(), final[True].parameters(), strict=True)
+    )
+    print({"max_abs_weight_diff": worst[0], "parameter": worst[1]}, flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ predictions themselves mean nothing.
     python benchmarks/scan.py                     # CPU, paper size, Grad-CAM on 3 slices
     python benchmarks/scan.py --device cuda --crf
     python benchmarks/scan.py --threads 1 --slices 40 --width-mult 0.25
+    python benchmarks/scan.py --engine onnx      # the model stage through ONNX Runtime
 
 Prints the per-stage seconds, the RSS after each stage and the process's peak RSS (MB).
 """
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--gradcam", type=int, default=3)
     ap.add_argument("--crf", action="store_true")
+    ap.add_argument("--engine", choices=("torch", "onnx"), default="torch")
     ap.add_argument("--out", help="keep the outputs here (default: a temporary folder)")
     args = ap.parse_args()
 
@@ -60,6 +62,7 @@ def main() -> None:
             threads=args.threads,
             gradcam=args.gradcam,
             crf=args.crf,
+            engine=args.engine,
         )
         out = Path(args.out) if args.out else tmp / "out"
         t = time.perf_counter()
@@ -70,7 +73,7 @@ def main() -> None:
     s = r.summary
     print(
         f"device={s['device']} threads={torch.get_num_threads()} batch={args.batch_size} "
-        f"width_mult={args.width_mult} crf={args.crf} gradcam={args.gradcam}"
+        f"width_mult={args.width_mult} crf={args.crf} gradcam={args.gradcam} engine={args.engine}"
     )
     print(json.dumps({"timing_s": s["timing_s"], "rss_mb_after": s["rss_mb_after"]}, indent=1))
     print(f"peak RSS {s['peak_rss_mb']:.0f} MB; wall (incl. model load) {wall:.1f} s")

@@ -90,6 +90,10 @@ class TrainConfig:
     eager did not (see docs/performance.md); a run that diverges stops with a clear error.
     ``label_only_fraction`` < 1 draws, each epoch, only that share of the slices that have no
     mask (a fresh random subset; every slice with a mask is used).
+    ``ema_decay`` (e.g. 0.99) keeps an exponential moving average of the weights, updated after
+    every optimiser step (``torch.optim.swa_utils.AveragedModel``, batch-norm statistics
+    included); validation, ``best.pt`` and early stopping then use the averaged weights, and
+    ``last.pt`` keeps both for resuming. ``None`` trains without it (the paper).
     """
 
     epochs: int = 100
@@ -103,6 +107,7 @@ class TrainConfig:
     grad_accum: int = 1
     seed: int = 0
     label_only_fraction: float = 1.0
+    ema_decay: float | None = None
 
 
 @dataclass

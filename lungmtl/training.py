@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .config import RunConfig, save_config, to_dict
@@ -100,8 +101,9 @@ def _resumable(cfg: dict | None) -> dict | None:
     return out
 
 
-def _state(model, opt, sched, epoch, history, best, cfg) -> dict:
-    return {
+def _state(opt, sched, ema, epoch, history, best, cfg) -> dict:
+    """What last.pt holds beside the weights, to resume (the EMA weights too, when kept)."""
+    state = {
         "run_config": to_dict(cfg),
         "epoch": epoch,
         "history": history,
@@ -109,6 +111,9 @@ def _state(model, opt, sched, epoch, history, best, cfg) -> dict:
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
     }
+    if ema is not None:
+        state["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+    return state
 
 
 class Distributed:
@@ -193,12 +198,14 @@ def train_epoch(
     epoch: int,
     ddp: Distributed,
     progress: bool,
+    ema: AveragedModel | None = None,
 ) -> dict:
     """One epoch over global batches of ``batch_size x world x grad_accum`` slices.
 
     Every process draws the same order and augmentation (seeded by seed and epoch) and takes its
     own micro-batches of each global batch, so N processes compute what one process computes
-    with ``grad_accum = N``: the weights after any step are the same.
+    with ``grad_accum = N``: the weights after any step are the same. ``ema``, when given, is
+    updated after every optimiser step.
     """
     t, a = cfg.train, cfg.augment
     multiclass = cfg.model.seg_classes > 1
@@ -253,6 +260,8 @@ def train_epoch(
                 + [torch.tensor(n, dtype=torch.float64, device=device)]
             )
         opt.step()
+        if ema is not None:
+            ema.update_parameters(model)
         bar.update(1)
         if progress and ddp.main and (s % 10 == 0 or s == steps - 1):
             done = sums.tolist()
@@ -300,6 +309,8 @@ def fit(
         raise ValueError(
             f"train.label_only_fraction must lie in (0, 1], got {t.label_only_fraction}"
         )
+    if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
+        raise ValueError(f"train.ema_decay must lie in (0, 1) or be null, got {t.ema_decay}")
     ddp = Distributed()
     device = ddp.setup(resolve_device(t.device))
     try:
@@ -339,6 +350,11 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     )
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.optim.lr_decay)
     loss_fn = MultiTaskLoss(**to_dict(cfg.loss))
+    ema = None
+    if t.ema_decay is not None:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+    # The weights that are validated and kept as best.pt: the moving average when there is one.
+    kept = ema.module if ema is not None else model
 
     history: list[dict] = []
     start = 0
@@ -355,6 +371,8 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
 
     step_model: torch.nn.Module = model
@@ -375,7 +393,9 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
         row.update(
-            train_epoch(cfg, model, step_model, opt, loss_fn, train, device, epoch, ddp, progress)
+            train_epoch(
+                cfg, model, step_model, opt, loss_fn, train, device, epoch, ddp, progress, ema
+            )
         )
         sched.step()
         if not math.isfinite(row["train_loss"]):
@@ -387,7 +407,7 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
             )
         stop = False
         if ddp.main:
-            val_m = validation_metrics(model, val, loss_fn, device, t.batch_size)
+            val_m = validation_metrics(kept, val, loss_fn, device, t.batch_size)
             row.update(val_m, epoch_seconds=time.perf_counter() - t0)
             history.append(row)
             value = val_m[t.select_metric]
@@ -397,13 +417,13 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
             if improved:
                 best = {"epoch": epoch + 1, "value": float(value)}
                 checkpoint.save(
-                    model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=epoch, metrics=val_m
+                    kept, run_dir / "best.pt", run_config=to_dict(cfg), epoch=epoch, metrics=val_m
                 )
                 bad_epochs = 0
             else:
                 bad_epochs += 1
             checkpoint.save(
-                model, run_dir / "last.pt", **_state(model, opt, sched, epoch, history, best, cfg)
+                model, run_dir / "last.pt", **_state(opt, sched, ema, epoch, history, best, cfg)
             )
             _write_history(run_dir / "history.csv", history)
             if writer is not None:
@@ -422,7 +442,7 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
         if ddp.broadcast(stop):
             break
     if ddp.main and not (run_dir / "best.pt").exists():  # metric never defined: keep the last
-        checkpoint.save(model, run_dir / "best.pt", run_config=to_dict(cfg), epoch=t.epochs - 1)
+        checkpoint.save(kept, run_dir / "best.pt", run_config=to_dict(cfg), epoch=t.epochs - 1)
     ddp.barrier()
     return FitResult(run_dir, best["epoch"], best["value"], history, ds)
 

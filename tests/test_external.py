@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 
 import numpy as np
@@ -37,6 +38,9 @@ def test_monai_unet_is_multitask_and_trains_both_heads(monai_net):
     a = monai_net(x[:1]).cls
     monai_net(torch.randn(2, 1, 32, 32))
     assert torch.equal(monai_net(x[:1]).cls, a)
+    # A deep copy (the EMA of the weights is one) reads its own bottleneck.
+    twin = copy.deepcopy(monai_net)
+    assert torch.equal(twin(x[:1]).cls, a)
 
 
 def test_monai_unet_checkpoint_round_trip_and_gradcam(monai_net, tmp_path):

@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from lungmtl.cli import main
-from lungmtl.config import load_config
+from lungmtl.config import load_config, to_dict
+from lungmtl.data.dataset import SliceTensors
 from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.errors import CheckpointError, InputError
 from lungmtl.evaluation import CLS_KEYS, SEG_KEYS, evaluate
+from lungmtl.losses import MultiTaskLoss
 from lungmtl.models import checkpoint, create_model
-from lungmtl.training import fit
+from lungmtl.training import fit, validation_metrics
 
 BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
 
@@ -49,6 +51,39 @@ def test_resume_reaches_the_same_weights(phantom, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     assert whole.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-5)
+
+
+def test_ema_weights_are_validated_kept_and_resumed(phantom, tmp_path):
+    cache = tmp_path / "cache"
+    ema = {"train.ema_decay": 0.9}
+    # One epoch: best.pt (always epoch 1 here) holds the moving average, last.pt both.
+    fit(tiny_config([phantom], cache, **ema, **{"train.epochs": 1}), tmp_path / "b", progress=False)
+    last = checkpoint.read(tmp_path / "b" / "last.pt")
+    best = checkpoint.read(tmp_path / "b" / "best.pt")
+    averaged = {k.removeprefix("module."): v for k, v in last["ema"].items() if k != "n_averaged"}
+    assert set(averaged) == set(best["state_dict"])
+    for k, v in best["state_dict"].items():
+        torch.testing.assert_close(v, averaged[k], msg=k)
+    name = "encoder.stages.0.0.weight"
+    assert not torch.allclose(averaged[name], last["state_dict"][name])
+    # Resumed to two epochs: the raw and the averaged weights of an uninterrupted run.
+    fit(tiny_config([phantom], cache, **ema), tmp_path / "b", resume=True, progress=False)
+    whole = fit(tiny_config([phantom], cache, **ema), tmp_path / "a", progress=False)
+    a, b = (checkpoint.read(tmp_path / r / "last.pt") for r in "ab")
+    for k in a["ema"]:
+        torch.testing.assert_close(a["ema"][k], b["ema"][k], rtol=1e-5, atol=1e-6, msg=k)
+    # The validation figures in the history are the averaged model's.
+    model = create_model(**a["model_config"])
+    model.load_state_dict(
+        {k.removeprefix("module."): v for k, v in a["ema"].items() if k != "n_averaged"}
+    )
+    cfg = whole.dataset
+    val = SliceTensors(cfg.cache, cfg.rows("val"))
+    loss_fn = MultiTaskLoss(**to_dict(tiny_config([phantom], cache).loss))
+    m = validation_metrics(model, val, loss_fn, torch.device("cpu"), 8)
+    assert whole.history[-1]["val_loss"] == pytest.approx(m["val_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="ema_decay"):
+        fit(tiny_config([phantom], cache, **{"train.ema_decay": 1.0}), tmp_path / "c")
 
 
 def test_resume_refuses_a_different_config(phantom, tmp_path):

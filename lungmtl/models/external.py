@@ -112,7 +112,12 @@ class MonaiUNet(ExternalNet):
         )
         self.cls_head = ClassificationHead(feats[4], config.cls_hidden, config.dropout)
         self._bottleneck: list[torch.Tensor] = []
-        self.net.down_4.register_forward_hook(lambda _m, _i, out: self._bottleneck.append(out))
+        # A bound method (not a lambda) so that a deep copy (e.g. the EMA copy of the weights)
+        # keeps its own hook, writing into the copy's list.
+        self.net.down_4.register_forward_hook(self._keep_bottleneck)
+
+    def _keep_bottleneck(self, _module, _inputs, out: torch.Tensor) -> None:
+        self._bottleneck.append(out)
 
     @property
     def explain_layer(self) -> nn.Module:
