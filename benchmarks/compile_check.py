@@ -5,6 +5,7 @@ loss curves, whether any parameter became non-finite, and the largest weight dif
 the two copies. Usage:
     python benchmarks/compile_check.py --steps 15 --batch 32                  # CUDA, bf16
     python benchmarks/compile_check.py --device cpu --size 64 --width 0.25 --dtype fp32
+    python benchmarks/compile_check.py --dtype fp32 --no-channels-last --no-fused   # bisecting
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=1.0, help="model width multiplier")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument(
+        "--fused", action=argparse.BooleanOptionalAction, default=True, help="fused Adam"
+    )
     a = ap.parse_args()
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     dev = torch.device(a.device)
     torch.manual_seed(0)
     # No dropout: eager and compiled draw different dropout masks, which would hide real drift.
     base = create_model("unet", attention="cbam", width_mult=a.width, dropout=0.0)
-    base = base.to(dev).to(memory_format=torch.channels_last)
+    base = base.to(dev).to(memory_format=fmt)
     g = torch.Generator().manual_seed(1)
     data = [
         (
@@ -45,12 +51,12 @@ def main() -> None:
     final = {}
     for compiled in (False, True):
         model = copy.deepcopy(base)
-        opt = torch.optim.Adam(model.parameters(), lr=2e-4, fused=True)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-4, fused=a.fused)
         run = torch.compile(model) if compiled else model
         losses = []
         for s in range(a.steps):
             x, m, y = (t.to(dev) for t in data[s % len(data)])
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=fmt)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
                 out = run(x)
             loss = loss_fn(

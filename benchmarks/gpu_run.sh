@@ -37,5 +37,12 @@ for extra in ([], ["train.compile=true"]):
     print(json.dumps({"compile": bool(extra), "wall_s": time.perf_counter() - t, "epochs": rows}))
 PY
 
-# 3. The README's main job on CUDA.
+# 3. Bisect the compiled step's NaN weights (session 1, torch 2.11 + H100): bf16 vs fp32, then
+#    bf16 without channels_last and without fused Adam. On the CPU every variant is finite.
+for flags in "--dtype bf16" "--dtype fp32" "--dtype bf16 --no-channels-last" "--dtype bf16 --no-fused"; do
+  echo "compile_check $flags" | tee -a "$OUT/compile_check.log"
+  timeout 120 python3 benchmarks/compile_check.py --steps 5 --batch 16 $flags 2>&1 | grep '^{' | tee -a "$OUT/compile_check.log"
+done
+
+# 4. The README's main job on CUDA.
 ( time python3 -m lungmtl demo --out /tmp/demo -q ) 2>&1 | tail -8 | tee "$OUT/demo.log"

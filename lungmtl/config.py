@@ -92,8 +92,9 @@ class TrainConfig:
     mask (a fresh random subset; every slice with a mask is used).
     ``ema_decay`` (e.g. 0.99) keeps an exponential moving average of the weights, updated after
     every optimiser step (``torch.optim.swa_utils.AveragedModel``, batch-norm statistics
-    included); validation, ``best.pt`` and early stopping then use the averaged weights, and
-    ``last.pt`` keeps both for resuming. ``None`` trains without it (the paper).
+    included; the decay warms up as ``min(ema_decay, (1 + t) / (10 + t))``); validation,
+    ``best.pt`` and early stopping then use the averaged weights, and ``last.pt`` keeps both
+    for resuming. ``None`` trains without it (the paper).
     """
 
     epochs: int = 100

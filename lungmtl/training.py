@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from .config import RunConfig, save_config, to_dict
@@ -99,6 +99,27 @@ def _resumable(cfg: dict | None) -> dict | None:
     ):
         out.get(section, {}).pop(key, None)
     return out
+
+
+def ema_update(decay: float):
+    """The ``multi_avg_fn`` of :class:`AveragedModel` for an EMA whose decay warms up.
+
+    Update ``t`` (from 1) uses ``min(decay, (1 + t) / (10 + t))``: a fixed decay would keep
+    ``decay ** t`` of the initial weights and batch-norm statistics (0.99 ** 200 = 13%), and an
+    initial running variance of 1 against a learnt 0.004 ruins the averaged model for hundreds
+    of steps. With the warm-up the initial state is gone after a few dozen steps.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (batch-norm's num_batches_tracked): follow the model
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+
+    return update
 
 
 def _state(opt, sched, ema, epoch, history, best, cfg) -> dict:
@@ -352,7 +373,7 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     loss_fn = MultiTaskLoss(**to_dict(cfg.loss))
     ema = None
     if t.ema_decay is not None:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=ema_update(t.ema_decay), use_buffers=True)
     # The weights that are validated and kept as best.pt: the moving average when there is one.
     kept = ema.module if ema is not None else model
 

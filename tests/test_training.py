@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from lungmtl.cli import main
 from lungmtl.config import load_config, to_dict
@@ -15,7 +16,7 @@ from lungmtl.errors import CheckpointError, InputError
 from lungmtl.evaluation import CLS_KEYS, SEG_KEYS, evaluate
 from lungmtl.losses import MultiTaskLoss
 from lungmtl.models import checkpoint, create_model
-from lungmtl.training import fit, validation_metrics
+from lungmtl.training import ema_update, fit, validation_metrics
 
 BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
 
@@ -84,6 +85,26 @@ def test_ema_weights_are_validated_kept_and_resumed(phantom, tmp_path):
     assert whole.history[-1]["val_loss"] == pytest.approx(m["val_loss"], rel=1e-5)
     with pytest.raises(ValueError, match="ema_decay"):
         fit(tiny_config([phantom], cache, **{"train.ema_decay": 1.0}), tmp_path / "c")
+
+
+def test_ema_forgets_the_initial_state_quickly():
+    """A fixed decay of 0.99 keeps 0.99**100 = 37% of the initial state after 100 updates (an
+    initial batch-norm variance of 1 against a learnt 0.004 breaks the averaged model); the
+    warm-up leaves (almost) none."""
+    net = torch.nn.BatchNorm2d(3)
+    ema = AveragedModel(net, multi_avg_fn=ema_update(0.99), use_buffers=True)
+    ema.update_parameters(net)
+    for _ in range(100):
+        net.running_var.fill_(0.004)
+        net.num_batches_tracked += 1
+        ema.update_parameters(net)
+    assert torch.all(ema.module.running_var < 0.004 * 1.05), ema.module.running_var
+    assert int(ema.module.num_batches_tracked) == 100
+    # Once warmed up (t >= 890 for 0.99) it is the configured decay: a new value moves it by 1%.
+    ema.n_averaged.fill_(10_000)
+    net.running_var.fill_(1.004)
+    ema.update_parameters(net)
+    torch.testing.assert_close(ema.module.running_var, torch.full((3,), 0.014), rtol=2e-2, atol=0)
 
 
 def test_resume_refuses_a_different_config(phantom, tmp_path):
