@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -37,6 +38,8 @@ SEG_KEYS = (
     "ssim",
 )
 THRESHOLD = 0.5
+#: Bin edges of the infected share of a slice for the Dice-by-lesion-size table.
+LESION_BINS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0)
 
 
 def _clean(v):
@@ -79,6 +82,27 @@ def metric_block(frame: pd.DataFrame, seg_prob: np.ndarray, masks: np.ndarray) -
     block.update({k: s.get(k) for k in SEG_KEYS})
     block["n_slices_with_mask"] = len(pos)
     return block
+
+
+def lesion_size_block(frame: pd.DataFrame) -> list[dict]:
+    """Dice over infected slices binned by the share of the slice the true lesion covers.
+
+    Per-slice Dice is harsh on small lesions (a few pixels off is half the lesion), so a mean
+    Dice hides where it is lost; this table shows it. Needs ``lesion_share`` and ``dice``.
+    """
+    part = frame[frame["has_mask"] & (frame["lesion_share"] > 0)]
+    out = []
+    for lo, hi in itertools.pairwise(LESION_BINS):
+        d = part.loc[(part["lesion_share"] > lo) & (part["lesion_share"] <= hi), "dice"]
+        out.append(
+            {
+                "lesion_share": f"{100 * lo:g}-{100 * hi:g}%",
+                "n": len(d),
+                "dice_mean": float(d.mean()) if len(d) else None,
+                "dice_median": float(d.median()) if len(d) else None,
+            }
+        )
+    return out
 
 
 def patient_block(frame: pd.DataFrame) -> dict:
@@ -180,6 +204,7 @@ def evaluate(
         frame.loc[hm, "dice"] = per["dice"]
         frame.loc[hm, "iou"] = per["iou"]
     frame["pred_area"] = (pred.seg_prob >= THRESHOLD).sum(axis=(1, 2))
+    frame["lesion_share"] = np.where(hm, (masks > 0).mean(axis=(1, 2)), np.nan)
 
     metrics = metric_block(frame, pred.seg_prob, masks)
     metrics["per_source"] = {
@@ -187,6 +212,7 @@ def evaluate(
         for src, part in frame.groupby("source", sort=True)
     }
     metrics["patient"] = patient_block(frame)
+    metrics["dice_by_lesion_size"] = lesion_size_block(frame)
     dice = frame.loc[hm, "dice"].to_numpy()
     dice_inf = frame.loc[hm & (frame["y"] == 1) & (masks.sum(axis=(1, 2)) > 0), "dice"].to_numpy()
     metrics["ci95"] = {
@@ -224,6 +250,7 @@ def evaluate(
         "dice",
         "iou",
         "pred_area",
+        "lesion_share",
     ]
     frame[keep].to_csv(out / "predictions.csv", index=False)
     if data and len(skipped):
@@ -257,6 +284,18 @@ def _overlays(frame, tensors, seg_prob, masks, path: Path, k: int = 3) -> None:
     overlay_sheet(cases, path, title="best (top) and worst (bottom) segmentations")
 
 
+def lesion_table(rows: list[dict]) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    lines = ["| lesion share | n | Dice mean | Dice median |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['lesion_share']} | {r['n']} | {f(r['dice_mean'])} | {f(r['dice_median'])} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def _report(m: dict, path: Path) -> None:
     rows = {"all": m, **{f"source: {s}": b for s, b in m["per_source"].items()}}
     ci = m["ci95"]
@@ -288,6 +327,10 @@ Checkpoint: `{m["checkpoint"]}`; data: {m["data"]}; threshold {m["threshold"]} o
 - Dice (infected slices): {ci_s("dice_infected_mean")}
 
 Confusion matrix ([[TN, FP], [FN, TP]]): {m["confusion"]}
+
+## Dice over infected slices by lesion size (share of the slice the true lesion covers)
+
+{lesion_table(m["dice_by_lesion_size"])}
 
 ![confusion](confusion.png) ![roc](roc.png)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -156,6 +157,11 @@ def test_end_to_end_on_real_slices(real_data, tmp_path):
             assert block["auc"] is None
     for name in ("report.md", "confusion.png", "roc.png", "overlays.png", "predictions.csv"):
         assert (tmp_path / "eval" / name).stat().st_size > 0, name
+    # Every infected slice with a mask falls in exactly one lesion-size bin.
+    pred = pd.read_csv(tmp_path / "eval" / "predictions.csv")
+    n_lesions = int((pred["has_mask"] & (pred["lesion_share"] > 0)).sum())
+    assert n_lesions > 0
+    assert sum(r["n"] for r in m["dice_by_lesion_size"]) == n_lesions
     test_patients = set(result.dataset.table.query("split == 'test'")["patient"])
     train_patients = set(result.dataset.table.query("split == 'train'")["patient"])
     assert not test_patients & train_patients
