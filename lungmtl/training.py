@@ -17,12 +17,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from .config import RunConfig, save_config, to_dict
+from .config import RunConfig, from_dict, save_config, to_dict
 from .data.augment import apply_affine, random_affine_matrices
 from .data.build import BuiltDataset, build_dataset
 from .data.dataset import SliceTensors
 from .device import autocast, prepare_input, prepare_model, resolve_device
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .losses import MultiTaskLoss
 from .metrics import ClassificationAccumulator, SegmentationAccumulator
 from .models import build_model, checkpoint
@@ -87,8 +87,15 @@ def validation_metrics(model, data: SliceTensors, loss_fn, device, batch_size) -
 
 
 def _resumable(cfg: dict | None) -> dict | None:
-    """The config without the keys that may change when a run is resumed or extended."""
+    """The config without the keys that may change when a run is resumed or extended.
+
+    The dict is read back through :class:`RunConfig` first, so a checkpoint written before an
+    option existed compares with its default (and an unreadable one with nothing)."""
     if cfg is None:
+        return None
+    try:
+        cfg = to_dict(from_dict(RunConfig, cfg, "checkpoint run_config"))
+    except (InputError, ValueError, TypeError):
         return None
     out = {k: dict(v) for k, v in cfg.items()}
     for section, key in (

@@ -108,6 +108,19 @@ def test_ema_forgets_the_initial_state_quickly():
     torch.testing.assert_close(ema.module.running_var, torch.full((3,), 0.014), rtol=2e-2, atol=0)
 
 
+def test_resume_accepts_a_checkpoint_from_before_an_option_existed(phantom, tmp_path):
+    cfg = tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1})
+    fit(cfg, tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    del ck["run_config"]["train"]["ema_decay"]  # as written by an older lungmtl
+    torch.save(ck, last)
+    again = fit(
+        tiny_config([phantom], tmp_path / "c"), tmp_path / "run", resume=True, progress=False
+    )
+    assert len(again.history) == 2
+
+
 def test_resume_refuses_a_different_config(phantom, tmp_path):
     cfg = tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1})
     fit(cfg, tmp_path / "run", progress=False)
