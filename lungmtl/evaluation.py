@@ -23,7 +23,15 @@ from .metrics import (
 )
 from .models import checkpoint
 from .predict_core import predict_tensors
-from .report import CLS_COLUMNS, SEG_COLUMNS, confusion_png, markdown_table, overlay_sheet, roc_png
+from .report import (
+    CLS_COLUMNS,
+    SEG_COLUMNS,
+    confusion_png,
+    fmt,
+    markdown_table,
+    overlay_sheet,
+    roc_png,
+)
 from .training import build_from_config
 
 CLS_KEYS = ("accuracy", "sensitivity", "specificity", "auc", "precision", "f1", "mcc")
@@ -214,7 +222,7 @@ def evaluate(
     metrics["patient"] = patient_block(frame)
     metrics["dice_by_lesion_size"] = lesion_size_block(frame)
     dice = frame.loc[hm, "dice"].to_numpy()
-    dice_inf = frame.loc[hm & (frame["y"] == 1) & (masks.sum(axis=(1, 2)) > 0), "dice"].to_numpy()
+    dice_inf = frame.loc[hm & (frame["y"] == 1) & (frame["lesion_share"] > 0), "dice"].to_numpy()
     metrics["ci95"] = {
         "accuracy": bootstrap_ci(frame["correct"].to_numpy(float), n_boot=n_boot),
         "dice_mean": bootstrap_ci(dice, n_boot=n_boot) if len(dice) else None,
@@ -285,12 +293,10 @@ def _overlays(frame, tensors, seg_prob, masks, path: Path, k: int = 3) -> None:
 
 
 def lesion_table(rows: list[dict]) -> str:
-    def f(v):
-        return "n/a" if v is None else f"{v:.3f}"
-
     lines = ["| lesion share | n | Dice mean | Dice median |", "|---|---|---|---|"]
     lines += [
-        f"| {r['lesion_share']} | {r['n']} | {f(r['dice_mean'])} | {f(r['dice_median'])} |"
+        f"| {r['lesion_share']} | {r['n']} | {fmt(r['dice_mean'], digits=3)} | "
+        f"{fmt(r['dice_median'], digits=3)} |"
         for r in rows
     ]
     return "\n".join(lines)

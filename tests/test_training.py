@@ -79,8 +79,8 @@ def test_ema_weights_are_validated_kept_and_resumed(phantom, tmp_path):
     model.load_state_dict(
         {k.removeprefix("module."): v for k, v in a["ema"].items() if k != "n_averaged"}
     )
-    cfg = whole.dataset
-    val = SliceTensors(cfg.cache, cfg.rows("val"))
+    ds = whole.dataset
+    val = SliceTensors(ds.cache, ds.rows("val"))
     loss_fn = MultiTaskLoss(**to_dict(tiny_config([phantom], cache).loss))
     m = validation_metrics(model, val, loss_fn, torch.device("cpu"), 8)
     assert whole.history[-1]["val_loss"] == pytest.approx(m["val_loss"], rel=1e-5)
