@@ -19,14 +19,22 @@ Decisions:
   lung mask where a manifest gives one, else the lung mask derived during pre-processing.
 * Bad input fails its own case with a message naming the file; other cases go on. Refused: DICOM
   folders with several series, series with missing slices (unless ``allow_gaps``), colour pictures
-  (not CT), scans where no slice shows lung, unreadable files.
+  (not CT), scans where no slice shows lung, unreadable files. Any other error of one case (out of
+  memory, a full disk) also fails only that case; Ctrl-C stops the run.
+* Case names (folders under OUT) are unique over the whole input list, computed before sharding,
+  so every shard names every case the same way (``CT``, ``CT_2`` for two inputs named CT).
+* A case folder is finished when its ``summary.json`` exists and names the same input; it is
+  removed before a case is redone, the other files are written to a hidden folder beside them
+  and renamed into place (each file whole), and ``summary.json`` comes last.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
+import shutil
 import tempfile
 import time
 import warnings
@@ -45,6 +53,7 @@ from .data.preprocess import PreprocessConfig, paste_back, preprocess_slice
 from .data.sources import load_slice, read_manifest
 from .device import resolve_device
 from .errors import InputError
+from .files import write_text
 from .models import MultiTaskOutput, checkpoint
 from .predict_core import predict_images
 
@@ -57,6 +66,8 @@ MAX_COLOUR_SPREAD = 12.0
 #: Display window for HU slices in the pictures (the usual lung window, W 1500 / L -600).
 DISPLAY_WINDOW = (-1350.0, 150.0)
 STAGES = ("read", "preprocess", "model", "postprocess", "write")
+#: Hidden folder in a case folder that its files are written to before they are renamed into it.
+STAGING_PREFIX = ".writing-"
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,8 @@ class PredictOptions:
         report: write overlays.png, gradcam.png and report.html.
         shard: (k, n): predict only inputs k, k+n, k+2n, ... so that n processes (or torchrun
             ranks) share a large batch of scans without overlap.
-        resume: skip cases whose ``summary.json`` (written last) already exists.
+        resume: skip cases whose ``summary.json`` (written last) already exists for the same
+            input; a case folder holding another input's results is predicted again.
         engine: "torch" (eager PyTorch) or "onnx": the model stage through ONNX Runtime on the
             CPU, on the model exported as ``lungmtl export`` does (about 1.5x eager PyTorch on
             the 2-core development CPU, docs/performance.md); Grad-CAM still uses PyTorch.
@@ -248,7 +260,7 @@ def _check_not_photo(path: Path) -> None:
             if im.mode not in ("RGB", "RGBA", "P", "CMYK"):
                 return
             rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
-    except OSError:
+    except Exception:  # OSError, DecompressionBombError, ...
         return  # the reader reports unreadable files with its own message
     spread = float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
     if spread > MAX_COLOUR_SPREAD:
@@ -290,31 +302,119 @@ def _stack_affine(images: list[ImageData]) -> np.ndarray | None:
     return affine
 
 
-def _manifest_cases(folder: Path) -> list[Case | CaseResult]:
-    """One case per (source, patient) of a manifest folder, slices in ``slice`` order."""
-    table = read_manifest(folder)
+def _natural_key(text: str) -> tuple:
+    """Sort key in which digit runs compare as numbers: ``IM-2 < IM-10``, ``z2.png < z10.png``.
+
+    Text parts (case-insensitive) sit at even positions and numbers at odd ones, so two keys
+    never compare a string with an int.
+    """
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))
+
+
+def _slice_order(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str], str | None]:
+    """A patient's manifest rows in slice order, their slice ids, and a note on the order used.
+
+    The ``slice`` column is text (and optional): where every id is a number the rows go in
+    numeric order (not "0, 1, 10, 11, 2"); otherwise in natural order of the id, or of the
+    image's file name where the id is empty; rows of one volume file then go by ``index``.
+    """
+    text = rows["slice"].fillna("").astype(str).str.strip()
+    files = [Path(str(p)).name for p in rows["image"]]
+    index = [int(i) for i in rows["index"]]
+    numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+    if numbers.notna().all():
+        keys = [
+            (float(v), _natural_key(f), i) for v, f, i in zip(numbers, files, index, strict=True)
+        ]
+        note = None
+    else:
+        keys = [
+            (_natural_key(t or f), _natural_key(f), i)
+            for t, f, i in zip(text, files, index, strict=True)
+        ]
+        note = None
+        if len(rows) > 1:
+            note = (
+                "slices ordered by file name (natural order): the manifest gives no slice numbers"
+                if not text.astype(bool).any()
+                else "slices ordered by slice id in natural order: not every id is a number"
+            )
+    order = sorted(range(len(rows)), key=keys.__getitem__)
+    ids = [
+        text.iloc[k] or (f"{files[k]}[{index[k]}]" if index[k] >= 0 else files[k]) for k in order
+    ]
+    return rows.iloc[order], ids, note
+
+
+def _manifest_groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(patient, rows) per (source, patient) of a manifest table, in a fixed order."""
+    return [
+        (str(patient), rows)
+        for (_, patient), rows in table.groupby(["source", "patient"], sort=True)
+    ]
+
+
+def _claim(taken: set[str], name: str) -> str:
+    """``name``, or ``name_2``, ``name_3``, ... the first not taken yet; marks it taken."""
+    unique, k = name, 1
+    while unique in taken:
+        k += 1
+        unique = f"{name}_{k}"
+    taken.add(unique)
+    return unique
+
+
+def _manifest_cases(
+    folder: Path,
+    table: pd.DataFrame | None = None,
+    names: Sequence[str] | None = None,
+    taken: set[str] | None = None,
+) -> list[Case | CaseResult]:
+    """One case per (source, patient) of a manifest folder, slices in ``slice`` order.
+
+    Args:
+        folder: holds manifest.csv.
+        table: the manifest as read already (else it is read here).
+        names: the case name of each (source, patient) group (see :func:`_plan_names`).
+        taken: names in use; names made here (one per slice, below) are added to it.
+    """
+    folder = Path(folder).absolute()
+    table = read_manifest(folder) if table is None else table
+    taken = set() if taken is None else taken
+    groups = _manifest_groups(table)
+    if names is None or len(names) != len(groups):  # the manifest changed since it was planned
+        names = [_claim(taken, _safe(patient)) for patient, _ in groups]
     out: list[Case | CaseResult] = []
-    for (_, patient), rows in table.groupby(["source", "patient"], sort=True):
-        name = _safe(str(patient))
+    for (patient, rows), name in zip(groups, names, strict=True):
         try:
             t = time.perf_counter()
-            rows = rows.sort_values(["slice", "image", "index"], na_position="last")
-            slices, lungs, metas, ids = [], [], [], []
+            rows, ids, note = _slice_order(rows)
+            notes = [note] if note else []
+            slices, lungs, metas = [], [], []
             for _, row in rows.iterrows():
                 arrays = load_slice(row)
                 slices.append(arrays.image)
                 lungs.append(arrays.lung_mask)
                 metas.append(read_image(row["image"]))
-                sid = row.get("slice")
-                ids.append(str(int(sid)) if pd.notna(sid) else Path(str(row["image"])).name)
             shapes = {s.shape for s in slices}
             kinds = {m.kind for m in metas}
             if len(shapes) > 1 or len(kinds) > 1:
-                # Slices of different sizes cannot form one volume: predict each on its own.
+                # A manifest's "patient" groups pictures for patient-level splits, and image-only
+                # data sets (pictures of one patient cut from papers, of any size) are valid
+                # manifests that train fine: refusing the patient would lose every valid slice.
+                # So each slice is predicted on its own, as a single picture would be, with
+                # unknown spacing (1 mm, not its pixel count) and a warning in its summary.
+                what = sorted(shapes) if len(shapes) > 1 else sorted(kinds)
+                warn = (
+                    f"slices of patient {patient} differ in size/kind {what}: each slice "
+                    "predicted on its own (no scan verdict over them)"
+                )
                 for s, lung, meta, sid in zip(slices, lungs, metas, ids, strict=True):
-                    data = ImageData(s[None], meta.kind, (1.0, *s.shape), None, folder)
+                    data = ImageData(s[None], meta.kind, (1.0, 1.0, 1.0), None, folder)
                     lung3 = None if lung is None else lung[None]
-                    out.append(Case(f"{name}_{_safe(sid)}", data, lung3, [sid], False))
+                    sname = _claim(taken, f"{name}_{_safe(sid)}")
+                    out.append(Case(sname, data, lung3, [sid], False, [*notes, warn]))
                 continue
             affine = _stack_affine(metas) if metas[0].array.ndim == 2 else None
             vol = np.stack(slices)
@@ -323,48 +423,84 @@ def _manifest_cases(folder: Path) -> list[Case | CaseResult]:
                 spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
             data = ImageData(vol, metas[0].kind, spacing, affine, folder)
             lung = np.stack(lungs) if all(m is not None for m in lungs) else None
-            out.append(Case(name, data, lung, ids, affine is not None, [], time.perf_counter() - t))
+            read_s = time.perf_counter() - t
+            out.append(Case(name, data, lung, ids, affine is not None, notes, read_s))
         except InputError as e:
             out.append(CaseResult(name, str(folder), False, str(e)))
+        except Exception as e:  # one patient's failure must not stop the others
+            out.append(CaseResult(name, str(folder), False, _failure(folder, e, patient)))
     return out
 
 
+def _failure(where: str | Path, e: BaseException, what: str = "") -> str:
+    """The message of a case failed by an unexpected exception: where, what, the exception."""
+    about = f" ({what})" if what else ""
+    return f"{where}{about}: {type(e).__name__}: {e}"
+
+
+def _plan_names(paths: Sequence[Path]) -> tuple[list[tuple[list[str], pd.DataFrame | None]], set]:
+    """Case names for every input of the whole list, before sharding.
+
+    Every shard computes the same names from the same list, so inputs ``p1/CT`` and ``p2/CT``
+    in different shards get ``CT`` and ``CT_2`` rather than both writing ``OUT/CT``. Manifest
+    folders are read here (the table only, no images) to name one case per patient.
+
+    Returns:
+        Per input: its case names (one, or one per manifest patient) and the manifest table
+        (None for other inputs, or where the manifest cannot be read: its shard reports that);
+        and the set of all names.
+    """
+    taken: set[str] = set()
+    plan: list[tuple[list[str], pd.DataFrame | None]] = []
+    for path in paths:
+        table = None
+        bases = [_case_name(path)]
+        if path.is_dir() and (path / "manifest.csv").is_file():
+            try:
+                table = read_manifest(path)
+                bases = [_safe(patient) for patient, _ in _manifest_groups(table)]
+            except Exception:  # reported when its shard reads it
+                table = None
+        plan.append(([_claim(taken, b) for b in bases], table))
+    return plan, taken
+
+
 def iter_cases(
-    inputs: Sequence[str | Path], allow_gaps: bool = False
+    inputs: Sequence[str | Path], allow_gaps: bool = False, shard: tuple[int, int] = (0, 1)
 ) -> Iterator[Case | CaseResult]:
     """Read the inputs into cases one at a time (one volume in memory at once).
 
-    An input that cannot be read becomes a failed :class:`CaseResult`; names are made unique.
+    An input that cannot be read (for any reason but Ctrl-C) becomes a failed
+    :class:`CaseResult`; names are unique over the whole of ``inputs``, shards included.
 
     Args:
         inputs: DICOM series folders, manifest folders, NIfTI/.npy volumes, slice files.
         allow_gaps: accept DICOM series with missing slices.
+        shard: (k, n): read only inputs k, k+n, k+2n, ... (names still come from all inputs).
     """
-    seen: dict[str, int] = {}
-
-    def unique(item: Case | CaseResult) -> Case | CaseResult:
-        n = seen.get(item.name, 0)
-        seen[item.name] = n + 1
-        if n:
-            item.name = f"{item.name}_{n + 1}"
-        return item
-
-    for raw in inputs:
-        path = Path(raw)
+    paths = [Path(p) for p in inputs]
+    plan, taken = _plan_names(paths)
+    k, n = shard
+    for i in range(k, len(paths), n):
+        path = paths[i]
+        names, table = plan[i]
         t = time.perf_counter()
         try:
             if not path.exists():
                 raise InputError(path, "input not found")
             if path.is_dir() and (path / "manifest.csv").is_file():
-                for item in _manifest_cases(path):
-                    yield unique(item)
+                yield from _manifest_cases(path, table, names, taken)
                 continue
             case = _volume_case(path, allow_gaps)
             case.read_s = time.perf_counter() - t
         except InputError as e:
-            yield unique(CaseResult(_case_name(path), str(path), False, str(e)))
+            yield CaseResult(names[0], str(path), False, str(e))
             continue
-        yield unique(case)
+        except Exception as e:  # e.g. out of memory: this input fails, not the run
+            yield CaseResult(names[0], str(path), False, _failure(path, e, "reading"))
+            continue
+        case.name = names[0]
+        yield case
 
 
 # ---------------------------------------------------------------- one case
@@ -394,6 +530,8 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
         InputError: for a scan where no slice shows lung (not a chest CT, or the wrong region).
     """
     t0 = time.perf_counter()
+    # From here on the folder's old results no longer vouch for this case (see ``resume``).
+    (out_dir / "summary.json").unlink(missing_ok=True)
     timing: dict[str, float] = {"read": round(case.read_s, 3)}
     memory: dict[str, float] = {"read": round(_rss_mb(), 1)}
 
@@ -505,33 +643,39 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
     t = lap("postprocess", t)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_mask_like(mask, case.image, out_dir / "mask.nii.gz")
-    slices.to_csv(out_dir / "slices.csv", index=False)
-    if opts.report:
-        from . import html_report
+    for old in out_dir.glob(f"{STAGING_PREFIX}*"):  # left by a run that was killed
+        shutil.rmtree(old, ignore_errors=True)
+    # Every file is written whole into a hidden folder beside the outputs, then renamed into
+    # place (os.replace: atomic on one file system): a run that fails halfway replaces nothing.
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=out_dir) as staging:
+        stage = Path(staging)
+        write_mask_like(mask, case.image, stage / "mask.nii.gz")
+        slices.to_csv(stage / "slices.csv", index=False)
+        if opts.report:
+            from . import html_report
 
-        pictures = {"overlays": html_report.overlay_sheet(case, mask, slices, out_dir)}
-        if opts.gradcam and top:
-            pictures["gradcam"] = html_report.gradcam_sheet(
-                predictor,
-                images[top[: opts.gradcam]],
-                seg_prob[top[: opts.gradcam]],
-                [f"z={k} ({case.slice_ids[k]})" for k in top[: opts.gradcam]],
-                out_dir,
-            )
-        summary["pictures"] = {k: v.name for k, v in pictures.items()}
-        summary["report"] = "report.html"
-    lap("write", t)
-    timing["total"] = round(time.perf_counter() - t0 + case.read_s, 3)
-    summary["timing_s"] = timing
-    summary["rss_mb_after"] = memory
-    summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    if opts.report:
-        html_report.write_report(summary, slices, out_dir)
+            pictures = {"overlays": html_report.overlay_sheet(case, mask, slices, stage)}
+            if opts.gradcam and top:
+                pictures["gradcam"] = html_report.gradcam_sheet(
+                    predictor,
+                    images[top[: opts.gradcam]],
+                    seg_prob[top[: opts.gradcam]],
+                    [f"z={k} ({case.slice_ids[k]})" for k in top[: opts.gradcam]],
+                    stage,
+                )
+            summary["pictures"] = {k: v.name for k, v in pictures.items()}
+            summary["report"] = "report.html"
+        lap("write", t)
+        timing["total"] = round(time.perf_counter() - t0 + case.read_s, 3)
+        summary["timing_s"] = timing
+        summary["rss_mb_after"] = memory
+        summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if opts.report:
+            html_report.write_report(summary, slices, stage)
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out_dir / f.name)
     # Written last and atomically: its presence marks a finished case (see ``resume``).
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
-    tmp.replace(out_dir / "summary.json")
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
     return summary
 
 
@@ -581,25 +725,41 @@ def predict(
         return _predict_all(predictor, inputs, Path(out), options, k, n, echo)
 
 
+def _finished(case: Case, out_dir: Path) -> dict | None:
+    """The summary of an earlier run of ``case`` in ``out_dir``, if it finished on this input.
+
+    A summary for another input (the input list changed, so a name now means another scan) or
+    one that cannot be read is no reason to skip: the case is predicted again.
+    """
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("case") != case.name:
+        return None
+    same = os.path.normpath(str(summary.get("input", ""))) == os.path.normpath(str(case.image.path))
+    return summary if same else None
+
+
 def _predict_all(predictor, inputs, out: Path, options, k: int, n: int, echo) -> list[CaseResult]:
     results: list[CaseResult] = []
-    for item in iter_cases(list(inputs)[k::n], options.allow_gaps):
-        done = None if isinstance(item, CaseResult) else out / item.name / "summary.json"
+    for item in iter_cases(list(inputs), options.allow_gaps, shard=(k, n)):
         if isinstance(item, CaseResult):
             result = item
-        elif options.resume and done.exists():
-            summary = json.loads(done.read_text())
-            result = CaseResult(
-                item.name, str(item.image.path), True, "done before", out / item.name, summary
-            )
         else:
-            try:
-                summary = predict_case(predictor, item, out / item.name, options)
-                result = CaseResult(
-                    item.name, str(item.image.path), True, "ok", out / item.name, summary
-                )
-            except InputError as e:
-                result = CaseResult(item.name, str(item.image.path), False, str(e))
+            case_dir = out / item.name
+            source = str(item.image.path)
+            done = _finished(item, case_dir) if options.resume else None
+            if done is not None:
+                result = CaseResult(item.name, source, True, "done before", case_dir, done)
+            else:
+                try:
+                    summary = predict_case(predictor, item, case_dir, options)
+                    result = CaseResult(item.name, source, True, "ok", case_dir, summary)
+                except InputError as e:
+                    result = CaseResult(item.name, source, False, str(e))
+                except Exception as e:  # out of memory, disk full, ...: this case
+                    result = CaseResult(item.name, source, False, _failure(source, e))
         results.append(result)
         if echo:
             echo(result.line())

@@ -307,3 +307,177 @@ def test_onnx_engine_gives_the_eager_results(tiny_checkpoint, tmp_path, capsys):
     assert (torch_mask != onnx_mask).mean() < 1e-3
     with pytest.raises(InputError, match="engine"):
         predict(tiny_checkpoint, [], tmp_path / "x", PredictOptions(engine="tensorrt"))
+
+
+# ---------------------------------------------------------------- manifest slice order
+
+
+def _rewrite_manifest(data, patient_rows):
+    """Rewrite ``data/manifest.csv`` through ``patient_rows(table) -> table``."""
+    table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
+    patient_rows(table).to_csv(data / "manifest.csv", index=False)
+
+
+def _expected_stack(data, patient, n):
+    return np.stack([np.load(data / "images" / f"{patient}_z{k:03d}.npy") for k in range(n)])
+
+
+def test_manifest_slices_stack_in_numeric_not_alphabetical_order(tmp_path):
+    data = write_phantom_dataset(tmp_path / "data", n_patients=2, n_slices=12, size=48, seed=3)
+    # Shuffle the rows: only the slice column may decide the order.
+    _rewrite_manifest(data, lambda t: t.sample(frac=1.0, random_state=0))
+    cases = list(iter_cases([data]))
+    assert [c.name for c in cases] == ["phantom-00", "phantom-01"]
+    for c in cases:
+        assert c.slice_ids == [str(k) for k in range(12)]  # not 0, 1, 10, 11, 2, ...
+        np.testing.assert_array_equal(c.image.array, _expected_stack(data, c.name, 12))
+
+
+def test_manifest_without_numeric_slice_ids_uses_natural_order(tmp_path):
+    data = write_phantom_dataset(tmp_path / "data", n_patients=2, n_slices=12, size=48, seed=3)
+
+    def ids(t):
+        z = t["image"].str.extract(r"_z(\d+)", expand=False).astype(int)
+        t["slice"] = np.where(t["patient"] == "phantom-00", "IM-" + z.astype(str), "")
+        # phantom-01: no slice ids; its files are renamed p1_2.npy, p1_10.npy (not zero-padded)
+        for i in np.flatnonzero(t["patient"] == "phantom-01"):
+            new = f"images/p1_{z.iloc[i]}.npy"
+            (data / t.at[t.index[i], "image"]).rename(data / new)
+            t.at[t.index[i], "image"] = new
+        return t.sample(frac=1.0, random_state=1)
+
+    _rewrite_manifest(data, ids)
+    p0, p1 = list(iter_cases([data]))  # an empty or text slice id is no raw ValueError
+    assert p0.slice_ids == [f"IM-{k}" for k in range(12)]
+    np.testing.assert_array_equal(p0.image.array, _expected_stack(data, "phantom-00", 12))
+    assert p1.slice_ids == [f"p1_{k}.npy" for k in range(12)]
+    want = np.stack([np.load(data / "images" / f"p1_{k}.npy") for k in range(12)])
+    np.testing.assert_array_equal(p1.image.array, want)
+
+
+def test_manifest_slices_of_different_sizes_get_unknown_spacing(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    vol = make_phantom_volume(4, 4, 64).hu
+    np.save(folder / "a.npy", vol[0])
+    np.save(folder / "b.npy", vol[1])
+    np.save(folder / "c.npy", make_phantom_volume(5, 4, 48).hu[0])
+    rows = [
+        {"image": f, "label": "healthy", "patient": "P", "slice": str(k)}
+        for k, f in enumerate(["a.npy", "b.npy", "c.npy"])
+    ]
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    cases = list(iter_cases([folder]))
+    assert [c.name for c in cases] == ["P_0", "P_1", "P_2"]
+    for c in cases:
+        # Not (1, 64, 64): the pixel count is no spacing in mm.
+        assert c.image.spacing == (1.0, 1.0, 1.0) and not c.has_geometry
+        assert any("differ in size" in w for w in c.warnings), c.warnings
+
+
+# ---------------------------------------------------------------- failures stay in their case
+
+
+def _zero_affine_nifti(path):
+    img = nib.Nifti1Image(np.full((8, 8, 3), -1000.0, np.float32), np.eye(4))
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(np.zeros((4, 4)), code=1)
+    nib.save(nib.Nifti1Image(img.dataobj, None, img.header), path)
+
+
+def test_library_errors_and_crashes_fail_one_case_and_the_batch_goes_on(tmp_path, monkeypatch):
+    _zero_affine_nifti(tmp_path / "noaxes.nii.gz")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "huge.png")
+    _phantom_nifti(tmp_path / "crash.nii.gz", n_slices=4, size=64)
+    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # huge.png: a "decompression bomb"
+    import lungmtl.inference as inference
+
+    real = inference.write_mask_like
+
+    def disk_full(mask, ref, path):
+        if ref.path.name == "crash.nii.gz":
+            raise OSError(28, "No space left on device")
+        return real(mask, ref, path)
+
+    monkeypatch.setattr(inference, "write_mask_like", disk_full)
+    inputs = [tmp_path / n for n in ("noaxes.nii.gz", "huge.png", "crash.nii.gz", "scan.nii.gz")]
+    lines = []
+    results = predict(
+        "unused", inputs, tmp_path / "out", FAST, predictor=_bright_predictor(), echo=lines.append
+    )
+    assert [r.name for r in results] == ["noaxes", "huge", "crash", "scan"]
+    assert [r.ok for r in results] == [False, False, False, True], [r.message for r in results]
+    assert "noaxes.nii.gz" in results[0].message and "affine" in results[0].message
+    assert "huge.png" in results[1].message and "too large" in results[1].message
+    assert "crash.nii.gz" in results[2].message and "No space left" in results[2].message
+    assert lines[2].startswith("FAILED crash:") and len(lines) == 4
+    assert not (tmp_path / "out" / "crash" / "summary.json").exists()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inference, "write_mask_like", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predict("unused", inputs[3:], tmp_path / "out2", FAST, predictor=_bright_predictor())
+
+
+# ---------------------------------------------------------------- names, resume, atomic writes
+
+
+def test_same_names_in_different_shards_get_distinct_folders(tmp_path):
+    for p in ("p1", "p2"):
+        (tmp_path / p).mkdir()
+        _phantom_nifti(tmp_path / p / "CT.nii.gz", n_slices=4, size=64)
+    inputs = [tmp_path / "p1" / "CT.nii.gz", tmp_path / "p2" / "CT.nii.gz"]
+    out = tmp_path / "out"
+    for k in range(2):
+        opts = PredictOptions(device="cpu", gradcam=0, report=False, shard=(k, 2))
+        predict("unused", inputs, out, opts, predictor=_bright_predictor())
+    done = {p.parent.name: json.loads(p.read_text())["input"] for p in out.glob("*/summary.json")}
+    assert done == {"CT": str(inputs[0].absolute()), "CT_2": str(inputs[1].absolute())}
+
+
+def test_resume_redoes_a_case_whose_summary_is_for_another_input(tmp_path):
+    for p in ("a", "b"):
+        (tmp_path / p).mkdir()
+        _phantom_nifti(tmp_path / p / "scan.nii.gz", n_slices=4, size=64)
+    out = tmp_path / "out"
+    predict("unused", [tmp_path / "a" / "scan.nii.gz"], out, FAST, predictor=_bright_predictor())
+    resume = PredictOptions(device="cpu", gradcam=0, report=False, resume=True)
+    [r] = predict(
+        "unused", [tmp_path / "b" / "scan.nii.gz"], out, resume, predictor=_bright_predictor()
+    )
+    assert r.ok and r.message != "done before"
+    summary = json.loads((out / "scan" / "summary.json").read_text())
+    assert summary["input"] == str((tmp_path / "b" / "scan.nii.gz").absolute())
+    # The same input again: now it is done.
+    [r] = predict(
+        "unused", [tmp_path / "b" / "scan.nii.gz"], out, resume, predictor=_bright_predictor()
+    )
+    assert r.message == "done before"
+
+
+def test_a_rerun_failing_halfway_leaves_no_summary_that_resume_would_trust(tmp_path, monkeypatch):
+    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    out = tmp_path / "out"
+    opts = PredictOptions(device="cpu", gradcam=0, report=True)
+    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, opts, predictor=_bright_predictor())
+    assert r.ok and (out / "scan" / "summary.json").exists()
+    stamp = (out / "scan" / "mask.nii.gz").stat().st_mtime_ns
+    from lungmtl import html_report
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(html_report, "write_report", disk_full)  # after mask, slices, pictures
+    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, opts, predictor=_bright_predictor())
+    assert not r.ok and "No space left" in r.message
+    assert not (out / "scan" / "summary.json").exists()  # the old one no longer vouches
+    assert (out / "scan" / "mask.nii.gz").stat().st_mtime_ns == stamp  # nothing half-replaced
+    assert sorted(p.name for p in (out / "scan").iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    resume = PredictOptions(device="cpu", gradcam=0, report=True, resume=True)
+    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, resume, predictor=_bright_predictor())
+    assert r.ok and r.message != "done before"
+    assert (out / "scan" / "summary.json").exists() and (out / "scan" / "report.html").exists()

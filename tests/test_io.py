@@ -318,6 +318,61 @@ def test_corrupt_dicom_header_is_an_input_error(tmp_path: Path) -> None:
         read_image(p)
 
 
+def _zero_affine_nifti(path: Path) -> None:
+    img = nib.Nifti1Image(np.full((4, 5, 3), -1000.0, np.float32), np.eye(4))
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(np.zeros((4, 4)), code=1)  # all-zero sform: no axis can be found
+    nib.save(nib.Nifti1Image(img.dataobj, None, img.header), path)
+
+
+def test_nifti_without_usable_axes_is_an_input_error(tmp_path: Path) -> None:
+    p = tmp_path / "noaxes.nii.gz"
+    _zero_affine_nifti(p)
+    for read in (read_image, volume_shape, read_mask):
+        with pytest.raises(InputError, match=r"noaxes\.nii\.gz.*affine"):
+            read(p)
+
+
+def test_dicom_with_three_orientation_values_is_an_input_error(tmp_path: Path) -> None:
+    px = RNG.integers(0, 2000, size=(6, 5)).astype(np.uint16)
+    write_dicom(tmp_path / "one.dcm", px, z=0.0, series="1.2", instance=1, iop=(1, 0, 0))
+    with pytest.raises(InputError, match=r"one\.dcm.*ImageOrientationPatient"):
+        read_image(tmp_path / "one.dcm")
+    (tmp_path / "s").mkdir()
+    for i in range(3):
+        write_dicom(
+            tmp_path / "s" / f"{i}.dcm", px, z=2.0 * i, series="1.3", instance=i, iop=(1, 0, 0)
+        )
+    with pytest.raises(InputError, match=r"0\.dcm.*ImageOrientationPatient"):
+        read_image(tmp_path / "s")
+
+
+def test_png_over_the_decompression_bomb_limit_is_an_input_error(tmp_path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # as a > 179 Mpx picture does by default
+    for read in (read_image, read_mask):
+        with pytest.raises(InputError, match=r"huge\.png.*too large"):
+            read(tmp_path / "huge.png")
+
+
+def test_write_mask_like_replaces_the_file_atomically(tmp_path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((5, 4), np.uint8)).save(tmp_path / "a.png")
+    ref = read_image(tmp_path / "a.png")
+    target = tmp_path / "out" / "mask.nii.gz"
+    write_mask_like(np.ones((5, 4), np.uint8), ref, target)
+    before = target.read_bytes()
+
+    def disk_full(img, filename):  # writes part of the file, then fails
+        Path(filename).write_bytes(b"\x1f\x8b half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_mask_like(np.zeros((5, 4), np.uint8), ref, target)
+    assert target.read_bytes() == before  # the old mask is whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["mask.nii.gz"]  # no temp file left
+
+
 # ---------------------------------------------------------------- real data
 
 

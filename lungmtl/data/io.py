@@ -28,9 +28,10 @@ Decisions (see docs/data-format.md):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from nibabel import orientations as ornt
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
+from ..files import atomic_path
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -65,6 +67,9 @@ class ImageData:
         affine: 4x4 mapping indices of ``array`` ((z, row, col), or (0, row, col) for a slice) to
             RAS+ world millimetres; ``None`` where the file holds no geometry.
         path: the file or folder read.
+        reoriented: the file stores its voxels in another order than the canonical view (a
+            prone DICOM, most NIfTI files): a mask without geometry (PNG, ``.npy``) cannot be
+            laid on it, since nothing says which of the two orders it follows.
     """
 
     array: np.ndarray
@@ -72,6 +77,7 @@ class ImageData:
     spacing: tuple[float, ...]
     affine: np.ndarray | None
     path: Path
+    reoriented: bool = False
 
 
 def suffix_of(path: str | Path) -> str:
@@ -85,18 +91,24 @@ def guess_kind(array: np.ndarray) -> str:
     return "hu" if array.size and float(np.min(array)) < HU_MIN_THRESHOLD else "8bit"
 
 
-def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def to_canonical(
+    data: np.ndarray, affine: np.ndarray, path: str | Path = "image"
+) -> tuple[np.ndarray, np.ndarray]:
     """Reorder a 3D array to the canonical (S, P, L) voxel order, keeping world positions.
 
     Args:
         data: a 3D array whose indices ``affine`` maps to RAS+ world mm.
         affine: 4x4.
+        path: the file the array came from (named in errors).
 
     Returns:
         The reordered array (contiguous) and its affine: voxel ``v`` of the result sits at
         ``new_affine @ v``, the same world point as the corresponding voxel of ``data``.
+
+    Raises:
+        InputError: the affine has no usable axes (all zeros, NaN, two axes alike).
     """
-    transform = ornt.ornt_transform(ornt.io_orientation(affine), _TARGET)
+    transform = _canonical_transform(affine, Path(path))
     out = ornt.apply_orientation(data, transform)
     new_affine = affine @ ornt.inv_ornt_aff(transform, data.shape)
     return np.ascontiguousarray(out), new_affine
@@ -114,6 +126,36 @@ def _check_finite(array: np.ndarray, path: Path) -> None:
 def _readonly(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
+
+
+@contextlib.contextmanager
+def _input_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn a library's exception while reading ``path`` into an :class:`InputError` naming it.
+
+    nibabel, pydicom, PIL and numpy raise many types for bad files (``ValueError`` from a
+    reorientation, ``DecompressionBombError``, ``struct.error``, ...); callers that go on with
+    the next file catch ``InputError``. ``MemoryError`` is no fault of the file and passes.
+    """
+    try:
+        yield
+    except (InputError, MemoryError):
+        raise
+    except Exception as e:
+        raise InputError(path, f"{what} ({type(e).__name__}: {e})") from None
+
+
+def _reorients(affine: np.ndarray, path: Path) -> bool:
+    """Whether :func:`to_canonical` changes the voxel order of a file with this affine."""
+    transform = _canonical_transform(affine, path)
+    return not np.array_equal(transform, [[0, 1], [1, 1], [2, 1]])
+
+
+def _canonical_transform(affine: np.ndarray, path: Path) -> np.ndarray:
+    """The axis transform from a file's voxel order to the canonical view, or InputError."""
+    with _input_errors(path, "unusable affine (sform/qform): cannot tell its axes"):
+        if not np.isfinite(affine).all():
+            raise ValueError(f"non-finite values in {affine[:3].tolist()}")
+        return ornt.ornt_transform(ornt.io_orientation(affine), _TARGET)
 
 
 # ---------------------------------------------------------------- rasters (PNG, JPEG, TIFF)
@@ -134,6 +176,8 @@ def _read_raster(path: Path, *, labels: bool) -> np.ndarray:
             else:
                 # RGB/RGBA/LA/P/1/CMYK -> luminance (ITU-R 601-2); alpha is ignored.
                 arr = np.asarray(im if mode == "L" else im.convert("L"))
+    except Image.DecompressionBombError as e:
+        raise InputError(path, f"image too large to read safely ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(path, f"cannot read image ({e})") from None
     if arr.ndim != 2:
@@ -164,7 +208,7 @@ def _load_nifti(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     _check_finite(data, path)
-    return to_canonical(data, affine)
+    return to_canonical(data, affine, path)
 
 
 def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
@@ -192,7 +236,7 @@ def _nifti_canonical_shape(path: Path) -> tuple[int, ...]:
         shape = (*shape, 1)
     if len(shape) != 3:
         raise InputError(path, f"expected a 2D or 3D image, got shape {shape}")
-    transform = ornt.ornt_transform(ornt.io_orientation(affine), _TARGET)
+    transform = _canonical_transform(affine, path)
     return tuple(shape[int(ax)] for ax in np.argsort(transform[:, 0]))
 
 
@@ -203,15 +247,44 @@ def _lps_to_ras() -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def _slice_geometry(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(row cosine, column cosine, position, pixel spacing) in LPS, with safe defaults."""
-    iop = ds.get("ImageOrientationPatient")
-    ipp = ds.get("ImagePositionPatient")
-    ps = ds.get("PixelSpacing")
-    row = np.array([float(v) for v in iop[:3]]) if iop else np.array([1.0, 0.0, 0.0])
-    col = np.array([float(v) for v in iop[3:]]) if iop else np.array([0.0, 1.0, 0.0])
-    pos = np.array([float(v) for v in ipp]) if ipp else np.zeros(3)
-    spacing = np.array([float(v) for v in ps]) if ps else np.ones(2)
+def _dicom_numbers(ds: pydicom.Dataset, key: str, n: int, path: Path) -> np.ndarray | None:
+    """The ``n`` numbers of a multi-valued DICOM attribute; None where it is absent or empty."""
+    value = ds.get(key)
+    if value is None or value == "":
+        return None
+    values = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else [value]
+    try:
+        arr = np.array([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{key} is not numeric: {values}") from None
+    if arr.shape != (n,) or not np.isfinite(arr).all():
+        raise InputError(path, f"{key} must hold {n} finite numbers, got {values}")
+    return arr
+
+
+def _slice_geometry(
+    ds: pydicom.Dataset, path: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(row cosine, column cosine, position, pixel spacing) in LPS, with safe defaults.
+
+    Raises:
+        InputError: naming ``path``, for a present but malformed attribute (ImageOrientation-
+            Patient without 6 numbers or with parallel/zero directions, ImagePositionPatient
+            without 3, PixelSpacing without 2 positive numbers).
+    """
+    iop = _dicom_numbers(ds, "ImageOrientationPatient", 6, path)
+    ipp = _dicom_numbers(ds, "ImagePositionPatient", 3, path)
+    ps = _dicom_numbers(ds, "PixelSpacing", 2, path)
+    row = iop[:3] if iop is not None else np.array([1.0, 0.0, 0.0])
+    col = iop[3:] if iop is not None else np.array([0.0, 1.0, 0.0])
+    if np.linalg.norm(np.cross(row, col)) < 1e-3:
+        raise InputError(
+            path, f"ImageOrientationPatient {iop.tolist()}: row and column directions are parallel"
+        )
+    pos = ipp if ipp is not None else np.zeros(3)
+    if ps is not None and (ps <= 0).any():
+        raise InputError(path, f"PixelSpacing must be positive, got {ps.tolist()}")
+    spacing = ps if ps is not None else np.ones(2)
     return row, col, pos, spacing
 
 
@@ -248,19 +321,21 @@ def _read_dicom_file(path: Path) -> ImageData:
     if "PixelData" not in ds:
         raise InputError(path, "DICOM file holds no image (no PixelData)")
     arr = _dicom_pixels(ds, path)
-    row, col, pos, ps = _slice_geometry(ds)
+    row, col, pos, ps = _slice_geometry(ds, path)
     thickness = float(ds.get("SliceThickness", 1.0) or 1.0)
     lps = np.eye(4)
     lps[:3, 0] = np.cross(row, col) * thickness
     lps[:3, 1] = col * ps[0]
     lps[:3, 2] = row * ps[1]
     lps[:3, 3] = pos
-    vol, affine = to_canonical(arr[None], _lps_to_ras() @ lps)
+    stored = _lps_to_ras() @ lps
+    vol, affine = to_canonical(arr[None], stored, path)
+    reoriented = _reorients(stored, path)
     if vol.shape[0] != 1:
         # Not an axial slice: keep the stored in-plane order rather than a sideways view.
-        vol, affine = arr[None], _lps_to_ras() @ lps
+        vol, affine, reoriented = arr[None], stored, False
     image = vol[0]
-    return ImageData(_readonly(image), "hu", _spacing(affine)[1:], affine, path)
+    return ImageData(_readonly(image), "hu", _spacing(affine)[1:], affine, path, reoriented)
 
 
 def dicom_series(folder: str | Path) -> dict[str, list[Path]]:
@@ -311,11 +386,11 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
     else:
         files = next(iter(groups.values()))
     datasets = [(f, _dcmread(f, strict=True)) for f in files]
-    row, col, _, ps = _slice_geometry(datasets[0][1])
+    row, col, _, ps = _slice_geometry(datasets[0][1], datasets[0][0])
     normal = np.cross(row, col)
     has_pos = all("ImagePositionPatient" in ds for _, ds in datasets)
     if has_pos:
-        key = [float(np.dot(_slice_geometry(ds)[2], normal)) for _, ds in datasets]
+        key = [float(np.dot(_slice_geometry(ds, f)[2], normal)) for f, ds in datasets]
     else:  # no geometry: InstanceNumber order is the best available
         key = [float(ds.get("InstanceNumber", i) or i) for i, (_, ds) in enumerate(datasets)]
     order = np.argsort(key, kind="stable")
@@ -338,8 +413,8 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
     if len(shapes) > 1:
         raise InputError(folder, f"slices of one series differ in size: {sorted(shapes)}")
     vol = np.stack(slices)
-    first = _slice_geometry(datasets[0][1])[2]
-    last = _slice_geometry(datasets[-1][1])[2]
+    first = _slice_geometry(datasets[0][1], datasets[0][0])[2]
+    last = _slice_geometry(datasets[-1][1], datasets[-1][0])[2]
     lps = np.eye(4)
     if len(datasets) > 1 and has_pos:
         lps[:3, 0] = (last - first) / (len(datasets) - 1)
@@ -348,8 +423,11 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
     lps[:3, 1] = col * ps[0]
     lps[:3, 2] = row * ps[1]
     lps[:3, 3] = first
-    vol, affine = to_canonical(vol, _lps_to_ras() @ lps)
-    return ImageData(_readonly(vol), "hu", _spacing(affine), affine, folder)
+    stored = _lps_to_ras() @ lps
+    vol, affine = to_canonical(vol, stored, folder)
+    return ImageData(
+        _readonly(vol), "hu", _spacing(affine), affine, folder, _reorients(stored, folder)
+    )
 
 
 # ---------------------------------------------------------------- dispatch + cache
@@ -363,7 +441,11 @@ def _read_uncached(path: Path, series: str | None, gaps: str) -> ImageData:
         return _read_dicom_file(path)
     if suffix in NIFTI_SUFFIXES:
         vol, affine = _load_nifti(path)
-        return ImageData(_readonly(vol), guess_kind(vol), _spacing(affine), affine, path)
+        stored = np.asarray(nib.load(path).affine, dtype=np.float64)  # header only
+        kind = guess_kind(vol)
+        return ImageData(
+            _readonly(vol), kind, _spacing(affine), affine, path, _reorients(stored, path)
+        )
     if suffix in RASTER_SUFFIXES:
         arr = _read_raster(path, labels=False).astype(np.float32, copy=False)
         return ImageData(_readonly(arr), "8bit", (1.0, 1.0), None, path)
@@ -396,11 +478,17 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _read_cached(path: Path, stamp: tuple[int, int], series: str | None, gaps: str) -> ImageData:
-    return _read_uncached(path, series, gaps)
+    with _input_errors(path, "cannot read"):  # whatever a reader above let through
+        return _read_uncached(path, series, gaps)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _mask_cached(path: Path, stamp: tuple[int, int]) -> np.ndarray:
+    with _input_errors(path, "cannot read mask"):
+        return _read_mask_uncached(path)
+
+
+def _read_mask_uncached(path: Path) -> np.ndarray:
     suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
         data, _ = _load_nifti(path, dtype=None)  # masks: keep the stored integers (memory)
@@ -522,7 +610,8 @@ def write_mask_like(mask_zyx: np.ndarray, ref: ImageData, path: str | Path) -> N
         mask_zyx: labels in the canonical view, the shape of ``ref.array`` ((H, W) or (1, H, W)
             for a 2D reference).
         ref: the image as returned by :func:`read_image`.
-        path: ``.nii`` or ``.nii.gz`` to write.
+        path: ``.nii`` or ``.nii.gz`` to write; replaced atomically
+            (:func:`lungmtl.files.atomic_path`), so a failed write leaves the old file whole.
     """
     path = Path(path)
     if suffix_of(path) not in NIFTI_SUFFIXES:
@@ -554,5 +643,5 @@ def write_mask_like(mask_zyx: np.ndarray, ref: ImageData, path: str | Path) -> N
         out = nib.Nifti1Image(mask, affine)
         out.set_qform(affine, code=1)
         out.set_sform(affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(out, path)
+    with atomic_path(path) as tmp:
+        nib.save(out, tmp)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
+from ..files import atomic_path
 from .multitask import ModelConfig, MultiTaskNet, build_model
 
 FORMAT = "lungmtl-checkpoint"
@@ -19,23 +18,11 @@ RUN_FILES = ("best.pt", "last.pt")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A crash or Ctrl-C leaves either the old file or the new one, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through :func:`lungmtl.files.atomic_path`: a crash or Ctrl-C leaves
+    either the old file or the new one, never a half-written one."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def save(model: MultiTaskNet, path: str | Path, **extra: Any) -> Path:
