@@ -21,6 +21,9 @@ class InputError(ValueError):
         at = f"{self.where} (row {row})" if row is not None else self.where
         super().__init__(f"{at}: {problem}")
 
+    def __reduce__(self):  # rebuilt from its parts, so it crosses process boundaries
+        return type(self), (self.where, self.problem, self.row)
+
 
 class CheckpointError(InputError):
     """A checkpoint that is missing, truncated, or not one of lungmtl's."""

@@ -12,6 +12,7 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from lungmtl.data.io import read_image
 from lungmtl.data.sources import (
     ADAPTERS,
     COLUMNS,
@@ -224,15 +225,18 @@ def test_class_folders(tmp_path: Path) -> None:
         from_class_folders(root)
 
 
-def write_dicom(path: Path, z: float, series: str, instance: int) -> None:
+def write_dicom(
+    path: Path, z: float, series: str, instance: int, patient: str = "PAT", orientation=None
+) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.SeriesInstanceUID, ds.InstanceNumber = "PAT", series, instance
-    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, z], [1, 0, 0, 0, 1, 0]
+    ds.PatientID, ds.SeriesInstanceUID, ds.InstanceNumber = patient, series, instance
+    ds.ImagePositionPatient = [0, 0, z]
+    ds.ImageOrientationPatient = orientation or [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing, ds.Rows, ds.Columns = [1, 1], 4, 4
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 16
@@ -242,24 +246,56 @@ def write_dicom(path: Path, z: float, series: str, instance: int) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def test_dicom_folder_one_patient_per_series(tmp_path: Path) -> None:
+def test_dicom_folder_groups_series_by_patient(tmp_path: Path) -> None:
+    """Two series of one PatientID (e.g. lung and soft-tissue reconstructions) are one
+    patient, so a split can never put one in training and the other in test."""
     root = tmp_path / "dicoms"
     (root / "a").mkdir(parents=True)
     (root / "b").mkdir()
+    (root / "c").mkdir()
     for i, z in enumerate([5.0, -5.0, 0.0]):
         write_dicom(root / "a" / f"{i}.dcm", z, "1.1", i + 1)
     write_dicom(root / "b" / "0.dcm", 0.0, "2.2", 1)
+    # another person; one file's orientation is malformed: ordered by InstanceNumber instead
+    write_dicom(root / "c" / "0.dcm", 9.0, "3.3", 2, patient="Q", orientation=[1, 0, 0])
+    write_dicom(root / "c" / "1.dcm", 0.0, "3.3", 1, patient="Q", orientation=[1, 0, 0])
     with pytest.raises(InputError, match="label"):
         from_dicom_folder(root)
     t = from_dicom_folder(root, label="infected")
-    assert t["patient"].tolist() == ["PAT/1.1"] * 3 + ["PAT/2.2"]
+    assert t["patient"].tolist() == ["PAT"] * 4 + ["Q"] * 2
     assert [Path(p).name for p in t["image"][:3]] == ["1.dcm", "2.dcm", "0.dcm"]  # by position
+    assert [Path(p).name for p in t["image"][4:]] == ["1.dcm", "0.dcm"]  # by InstanceNumber
+    t = t.iloc[:4]
     assert set(t["label_level"]) == {"study"} and (t["index"] == -1).all()
     s = load_slice(t.iloc[0])
     assert s.kind == "hu" and s.image[0, 0] == 24 + 2 - 1024
-    assert len(load_sources(f"dicom-healthy:{root}")) == 4
+    assert len(load_sources(f"dicom-healthy:{root}")) == 6
     with pytest.raises(InputError, match=r"unknown data layout.*medseg9.*class-folders"):
         detect_layout(root)
+
+
+def test_a_mask_without_geometry_is_refused_on_a_reoriented_image(tmp_path: Path) -> None:
+    """A supine DICOM slice is stored in the radiological view, so a PNG mask lines up; a prone
+    one is turned 180 degrees on reading, and a PNG mask (no geometry) would then lie rotated."""
+    root = tmp_path / "src"
+    (root / "images").mkdir(parents=True)
+    write_dicom(root / "images" / "supine.dcm", 0.0, "1.1", 1)
+    write_dicom(root / "images" / "prone.dcm", 0.0, "2.2", 1, orientation=[-1, 0, 0, 0, -1, 0])
+    mask = np.zeros((4, 4))
+    mask[0, :2] = 255
+    png(root / "masks" / "m.png", mask)
+    rows = [
+        "images/supine.dcm,masks/m.png,,,infected,slice,p1,1,src,",
+        "images/prone.dcm,masks/m.png,,,infected,slice,p2,1,src,",
+    ]
+    (root / "manifest.csv").write_text(HEADER + "".join(r + "\n" for r in rows))
+    table = load_sources(root)
+    supine = load_slice(table.iloc[0])
+    assert supine.mask[0, :2].all() and supine.mask.sum() == 2  # as stored
+    assert not read_image(table["image"].iloc[0]).reoriented
+    assert read_image(table["image"].iloc[1]).reoriented
+    with pytest.raises(InputError, match=r"m\.png.*holds no orientation.*prone\.dcm"):
+        load_slice(table.iloc[1])
 
 
 def test_load_sources_list_and_errors(tmp_path: Path) -> None:

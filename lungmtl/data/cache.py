@@ -64,7 +64,8 @@ def cache_key(table: pd.DataFrame, config: PreprocessConfig) -> str:
     cols = ["image", "index", "mask", "mask_multiclass", "lung_mask", "label", "patient", "source"]
     for row in table[cols].astype(str).itertuples(index=False):
         h.update("|".join(row).encode())
-        h.update("|".join(stat_cache.get(p, "") for p in (row[0], row[2], row[4])).encode())
+        files = (row[0], row[2], row[3], row[4])  # image, mask, mask_multiclass, lung_mask
+        h.update("|".join(stat_cache.get(p, "") for p in files).encode())
     return h.hexdigest()[:20]
 
 

@@ -31,7 +31,15 @@ import pandas as pd
 import pydicom
 
 from ..errors import InputError
-from .io import IMAGE_SUFFIXES, dicom_series, read_image, read_mask, suffix_of, volume_shape
+from .io import (
+    IMAGE_SUFFIXES,
+    NIFTI_SUFFIXES,
+    dicom_series,
+    read_image,
+    read_mask,
+    suffix_of,
+    volume_shape,
+)
 
 COLUMNS = [
     "image",
@@ -450,7 +458,7 @@ def from_class_folders(root: str | Path, name: str | None = None) -> pd.DataFram
 def from_dicom_folder(
     root: str | Path, label: str | None = None, name: str | None = None
 ) -> pd.DataFrame:
-    """Every DICOM series under ``root`` (searched recursively), one patient per series.
+    """Every DICOM series under ``root`` (searched recursively), grouped by patient.
 
     Args:
         root: a folder of DICOM files (any depth).
@@ -458,8 +466,10 @@ def from_dicom_folder(
         name: the ``source`` name (default: the folder's name).
 
     Returns:
-        One row per DICOM file (``index`` -1), ``slice`` = its rank along the slice normal,
-        ``patient`` = ``PatientID/SeriesInstanceUID``.
+        One row per DICOM file (``index`` -1), ``slice`` = its rank along its series' slice
+        normal, ``patient`` = ``PatientID`` (the folder's name where it is empty), so every
+        series of one person (a lung and a soft-tissue reconstruction of one scan, a follow-up)
+        lands in the same split; ``subsource`` = the SeriesDescription.
     """
     root = Path(root).absolute()
     if label not in LABELS:
@@ -468,9 +478,9 @@ def from_dicom_folder(
     rows = []
     folders = [root, *sorted(p for p in root.rglob("*") if p.is_dir())]
     for folder in folders:
-        for uid, files in sorted(dicom_series(folder).items()):
+        for _, files in sorted(dicom_series(folder).items()):
             head = pydicom.dcmread(files[0], stop_before_pixels=True, force=True)
-            patient = f"{head.get('PatientID', '') or folder.name}/{uid or folder.name}"
+            patient = str(head.get("PatientID", "") or folder.name)
             order = _dicom_order(files)
             for rank, f in enumerate(order):
                 rows.append(
@@ -497,11 +507,16 @@ def _dicom_order(files: list[Path]) -> list[Path]:
     for i, f in enumerate(files):
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
         iop, ipp = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient")
-        if iop and ipp:
-            normal = np.cross([float(v) for v in iop[:3]], [float(v) for v in iop[3:]])
-            keys.append((0, float(np.dot([float(v) for v in ipp], normal))))
-        else:
-            keys.append((1, float(ds.get("InstanceNumber", i) or i)))
+        try:  # a malformed geometry (wrong count, text) falls back to InstanceNumber
+            iop6, ipp3 = [float(v) for v in iop], [float(v) for v in ipp]
+            if len(iop6) != 6 or len(ipp3) != 3:
+                raise ValueError
+            keys.append((0, float(np.dot(ipp3, np.cross(iop6[:3], iop6[3:])))))
+        except (TypeError, ValueError):
+            try:
+                keys.append((1, float(ds.get("InstanceNumber", i) or i)))
+            except (TypeError, ValueError):
+                keys.append((1, float(i)))
     return [f for _, f in sorted(zip(keys, files, strict=True), key=lambda t: t[0])]
 
 
@@ -642,6 +657,13 @@ def load_slice(row: Mapping[str, Any]) -> SliceArrays:
         m = str(row.get(col, "") or "")
         if not m:
             return None
+        if data.reoriented and suffix_of(m) not in NIFTI_SUFFIXES:
+            raise InputError(
+                m,
+                f"a {suffix_of(m)} mask holds no orientation, and the image {path} stores its "
+                "voxels in another order than lungmtl's radiological view, so the two cannot be "
+                "aligned safely: save the mask as NIfTI with the image's geometry",
+            )
         labels = read_mask(m, index if index >= 0 else None)
         if labels.ndim == 3 and index < 0:
             raise InputError(m, f"a mask volume for the 2D image {path}")
