@@ -7,8 +7,12 @@ multiply-add counts 2). Modes: fp32 / bf16 autocast, channels_last on/off, eager
 With segmentation_models_pytorch importable, its Unet with an auxiliary classification head runs
 through the same step at the same input as a side-by-side reference.
 
+The same run measures the device's matrix-product ceiling (bf16 8192^3 on CUDA, fp32 2048^3 on
+the CPU) and reports every row as a share of it.
+
 Usage:
     python benchmarks/throughput.py --device cuda --out OUT_DIR            # full grid
+    python benchmarks/throughput.py --device cpu --batch 4 --steps 2 --warmup 1   # 224 px CPU grid
     python benchmarks/throughput.py --device cpu --size 64 --width-mult 0.125 --batch 4 --steps 2
 
 Writes OUT_DIR/throughput.json and OUT_DIR/throughput.md and prints the table.
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from models import matmul_peak  # benchmarks/models.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from lungmtl.data.augment import augment_batch
@@ -31,10 +36,27 @@ from lungmtl.models import BACKBONES, count_parameters, create_model
 
 MODES = {  # name: (bf16, channels_last, compile)
     "fp32": (False, False, False),
+    "fp32+cl": (False, True, False),
+    "fp32+compile": (False, False, True),
     "bf16": (True, False, False),
     "bf16+cl": (True, True, False),
     "bf16+cl+compile": (True, True, True),
 }
+DEFAULT_MODES = {  # CUDA: bf16 is the fast path; CPU (AVX2, no AMX): fp32 is
+    "cuda": ["fp32", "bf16", "bf16+cl", "bf16+cl+compile"],
+    "cpu": ["fp32", "fp32+cl", "fp32+compile", "bf16"],
+}
+
+
+def cpu_name() -> str:
+    """The CPU model (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def sync(dev: torch.device) -> None:
@@ -130,11 +152,18 @@ def main() -> None:
     ap.add_argument("--width-mult", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--modes", default=None, help="comma list; default all on CUDA, fp32 on CPU")
+    ap.add_argument(
+        "--modes", default=None, help=f"comma list of {', '.join(MODES)}; default {DEFAULT_MODES}"
+    )
     ap.add_argument(
         "--compile-models",
         default="unet-cbam",
         help="models measured with torch.compile (compiling all six is slow)",
+    )
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="comma list of models (e.g. unetpp-none,smp-unet-resnet34-aux); default all",
     )
     ap.add_argument("--out", default="benchmark-results")
     a = ap.parse_args()
@@ -144,9 +173,22 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     batch = a.batch or (128 if cuda else 8)
     steps = a.steps or (20 if cuda else 3)
-    modes = a.modes.split(",") if a.modes else (list(MODES) if cuda else ["fp32"])
+    modes = a.modes.split(",") if a.modes else DEFAULT_MODES[dev.type]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        ap.error(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
+    peak_dtype = torch.bfloat16 if cuda else torch.float32
+    peak_tflops = matmul_peak(dev, n=8192 if cuda else 2048, dtype=peak_dtype) / 1e3
+    print(f"measured {str(peak_dtype)[6:]} matmul peak: {peak_tflops:.3f} TFLOP/s", flush=True)
     compile_models = set(a.compile_models.split(","))
     models = [(n, att) for n in sorted(BACKBONES) for att in ("cbam", None)]
+    smp_name = "smp-unet-resnet34-aux"
+    wanted = set(a.models.split(",")) if a.models else None
+    if wanted is not None:
+        known = {f"{n}-{att or 'none'}" for n, att in models} | {smp_name}
+        if wanted - known:
+            ap.error(f"unknown model(s) {sorted(wanted - known)}; choose from {sorted(known)}")
+        models = [(n, att) for n, att in models if f"{n}-{att or 'none'}" in wanted]
     rows = []
 
     def record(name, build, mode_list):
@@ -170,35 +212,40 @@ def main() -> None:
         record(
             key, lambda n=n, att=att: create_model(n, attention=att, width_mult=a.width_mult), ms
         )
-    try:
-        create_model("smp-unet", attention=None)  # lungmtl.models.external: Unet + aux head
-        record(
-            "smp-unet-resnet34-aux",
-            lambda: create_model("smp-unet", attention=None),
-            [m for m in modes if not MODES[m][2]],
-        )
-    except ImportError as e:
-        rows.append({"model": "smp-unet-resnet34-aux", "error": f"not installed: {e}"})
+    if wanted is None or smp_name in wanted:
+        try:
+            create_model("smp-unet", attention=None)  # lungmtl.models.external: Unet + aux head
+            record(
+                smp_name,
+                lambda: create_model("smp-unet", attention=None),
+                [m for m in modes if not MODES[m][2]],
+            )
+        except ImportError as e:
+            rows.append({"model": smp_name, "error": f"not installed: {e}"})
 
     info = {
-        "device": torch.cuda.get_device_name(dev) if cuda else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(dev) if cuda else cpu_name(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "size": a.size,
         "batch": batch,
         "steps": steps,
         "width_mult": a.width_mult,
+        "matmul_peak_tflops": peak_tflops,
+        "matmul_peak_dtype": str(peak_dtype)[6:],
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
     lines = [
         f"Device: {info['device']}; torch {info['torch']}; {a.size}x{a.size}, batch {batch}, "
-        f"width x{a.width_mult}, {steps} timed steps after {a.warmup} warm-up.",
+        f"width x{a.width_mult}, {steps} timed steps after {a.warmup} warm-up; "
+        f"{info['threads']} threads; measured {info['matmul_peak_dtype']} matmul peak "
+        f"{peak_tflops:.3f} TFLOP/s.",
         "",
-        "| model | mode | params | GFLOP/img fwd | train img/s | train TFLOP/s | infer img/s "
-        "| infer TFLOP/s | peak GiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | mode | params | GFLOP/img fwd | train img/s | train TFLOP/s | % of peak "
+        "| infer img/s | infer TFLOP/s | % of peak | peak GiB | warm-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
@@ -207,8 +254,10 @@ def main() -> None:
         mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "n/a"
         lines.append(
             f"| {r['model']} | {r['mode']} | {r['params']:,} | {r['gflop_per_img_fwd']:.1f} "
-            f"| {r['train_img_s']:.1f} | {r['train_tflops']:.2f} | {r['infer_img_s']:.1f} "
-            f"| {r['infer_tflops']:.2f} | {mem} |"
+            f"| {r['train_img_s']:.2f} | {r['train_tflops']:.3f} "
+            f"| {100 * r['train_tflops'] / peak_tflops:.0f}% "
+            f"| {r['infer_img_s']:.2f} | {r['infer_tflops']:.3f} "
+            f"| {100 * r['infer_tflops'] / peak_tflops:.0f}% | {mem} | {r['warmup_s']:.0f} |"
         )
     text = "\n".join(lines)
     (out / "throughput.md").write_text(text + "\n")
