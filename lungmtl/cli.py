@@ -86,7 +86,9 @@ def _train(args) -> int:
         return subprocess.call(cmd)
     cfg = load_config(args.config, args.set)
     try:
-        r = fit(cfg, args.out, resume=args.resume, progress=not args.quiet)
+        r = fit(
+            cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        )
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: the last finished epoch is in {args.out}/last.pt "
@@ -259,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in OUT (else refused)"
+    )
     t.add_argument(
         "--devices",
         type=int,

@@ -48,6 +48,7 @@ def paired_tests(a: pd.DataFrame, b: pd.DataFrame) -> dict:
             "p": 1.0 if len(d) >= 2 else None,
             "n": len(d),
         }
+    out["dice_patients"] = _patient_dice_test(d)
     ca, cb = m["correct_a"].astype(float), m["correct_b"].astype(float)
     if not np.array_equal(ca, cb):
         t = stats.ttest_rel(ca, cb)
@@ -66,6 +67,18 @@ def paired_tests(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     return out
 
 
+def _patient_dice_test(d: pd.DataFrame) -> dict:
+    """Paired t-test on per-patient mean Dice: slices of one patient are correlated, so the
+    slice-level test (the paper's) overstates the evidence; this one counts patients."""
+    if not {"source_a", "patient_a"} <= set(d.columns):  # predictions from before patients
+        return {"t": None, "p": None, "n": 0}
+    g = d.groupby(["source_a", "patient_a"])[["dice_a", "dice_b"]].mean()
+    if len(g) < 2 or np.allclose(g["dice_a"], g["dice_b"]):
+        return {"t": None, "p": 1.0 if len(g) >= 2 else None, "n": len(g)}
+    t = stats.ttest_rel(g["dice_a"], g["dice_b"])
+    return {"t": float(t.statistic), "p": float(t.pvalue), "n": len(g)}
+
+
 def compare(eval_dirs: list[str | Path], alpha: float = 0.05) -> str:
     """Markdown table (paper Tables 8/9 style): every evaluation against the first one."""
     if len(eval_dirs) < 2:
@@ -73,11 +86,13 @@ def compare(eval_dirs: list[str | Path], alpha: float = 0.05) -> str:
     base_dir, *others = [Path(p) for p in eval_dirs]
     base = _load(base_dir)
     lines = [
-        f"Baseline: `{base_dir}`; paired two-sided tests, alpha = {alpha}.",
+        f"Baseline: `{base_dir}`; paired two-sided tests, alpha = {alpha}. The slice-level "
+        "tests are the paper's; they treat a patient's slices as independent. The patient "
+        "test pairs per-patient mean Dice (n patients), the more conservative reading.",
         "",
-        "| model | n | Dice | Dice base | t (Dice) | p (Dice) | Acc | Acc base | t (correct) "
-        "| p (correct) | McNemar b/c | p (McNemar) | significant |",
-        "|---" * 13 + "|",
+        "| model | n | Dice | Dice base | t (Dice) | p (Dice) | p (Dice, patients) | Acc "
+        "| Acc base | t (correct) | p (correct) | McNemar b/c | p (McNemar) | significant |",
+        "|---" * 14 + "|",
     ]
     for d in others:
         r = paired_tests(_load(d), base)
@@ -90,7 +105,9 @@ def compare(eval_dirs: list[str | Path], alpha: float = 0.05) -> str:
 
         lines.append(
             f"| `{d}` | {r['n_slices']} | {f(r['dice']['mean_a'])} | {f(r['dice']['mean_b'])} "
-            f"| {f(r['dice']['t'], 3)} | {f(r['dice']['p'])} | {f(r['correct']['acc_a'])} "
+            f"| {f(r['dice']['t'], 3)} | {f(r['dice']['p'])} "
+            f"| {f(r['dice_patients']['p'])} (n={r['dice_patients']['n']}) "
+            f"| {f(r['correct']['acc_a'])} "
             f"| {f(r['correct']['acc_b'])} | {f(r['correct']['t'], 3)} | {f(r['correct']['p'])} "
             f"| {r['mcnemar']['a_right_b_wrong']}/{r['mcnemar']['a_wrong_b_right']} "
             f"| {f(r['mcnemar']['p'])} | {'yes' if any(p < alpha for p in ps) else 'no'} |"

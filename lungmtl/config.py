@@ -31,6 +31,9 @@ class DataConfig:
         study_labels: keep slices whose label belongs to the whole study (``label_level=study``).
         max_slices: cap per source (evenly spaced, for quick runs); ``None`` = all.
         skip_bad: skip unreadable slices (reported in ``skipped.csv``) instead of stopping.
+        published_split: use the train/test split a source publishes (manifest column
+            ``split``, e.g. MedSeg's 50/48): published test patients stay in test, published
+            train patients are dealt into train and validation; other rows are split as usual.
     """
 
     sources: list[str] = field(default_factory=lambda: ["../shared/data"])
@@ -41,6 +44,7 @@ class DataConfig:
     study_labels: bool = True
     max_slices: int | None = None
     skip_bad: bool = False
+    published_split: bool = False
 
 
 @dataclass
@@ -88,6 +92,8 @@ class TrainConfig:
     ``torch.compile``; it is off by default because on torch 2.11 + H100 (bf16, channels_last)
     the compiled step gave NaN weights after one step in ``benchmarks/compile_check.py``, while
     eager did not (see docs/performance.md); a run that diverges stops with a clear error.
+    ``num_workers``: processes that pre-process slices when the run's cache is built (0 or 1:
+    in this process); training itself reads the in-memory cache and needs no loader workers.
     ``label_only_fraction`` < 1 draws, each epoch, only that share of the slices that have no
     mask (a fresh random subset; every slice with a mask is used).
     ``ema_decay`` (e.g. 0.99) keeps an exponential moving average of the weights, updated after

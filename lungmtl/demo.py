@@ -57,7 +57,7 @@ def demo(
         print(f"Data: {data}", flush=True)
         src = Path(data)
     cfg = demo_config([str(src)], out, epochs or (8 if data else 12), real=data is not None)
-    result = fit(cfg, out / "run", progress=progress)
+    result = fit(cfg, out / "run", progress=progress, overwrite=True)  # the demo's own folder
     metrics = evaluate(out / "run", out / "eval", split="test", progress=progress, n_boot=500)
     secs = time.perf_counter() - t0
 

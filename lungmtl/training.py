@@ -23,6 +23,7 @@ from .data.build import BuiltDataset, build_dataset
 from .data.dataset import SliceTensors
 from .device import autocast, prepare_input, prepare_model, resolve_device
 from .errors import CheckpointError, InputError
+from .files import atomic_path
 from .losses import MultiTaskLoss
 from .metrics import ClassificationAccumulator, SegmentationAccumulator
 from .models import build_model, checkpoint
@@ -53,6 +54,8 @@ def build_from_config(cfg: RunConfig, progress: bool = True) -> BuiltDataset:
         study_labels=d.study_labels,
         max_slices=d.max_slices,
         skip_bad=d.skip_bad,
+        published_split=d.published_split,
+        workers=max(1, cfg.train.num_workers),
         progress=progress,
     )
 
@@ -66,7 +69,10 @@ def validation_metrics(model, data: SliceTensors, loss_fn, device, batch_size) -
     seg = SegmentationAccumulator()
     hm = data.has_mask.numpy()
     if hm.any():
-        seg.update(pred.seg_prob[hm], data.mask.numpy()[hm].reshape(pred.seg_prob[hm].shape))
+        # Multiclass masks (0 background, 1 ground-glass, 2 consolidation) are scored as the
+        # infection they outline, like the model's seg_prob (1 - p(background)).
+        truth = data.mask.numpy()[hm].reshape(pred.seg_prob[hm].shape) > 0
+        seg.update(pred.seg_prob[hm], truth)
     s = seg.compute() if hm.any() else {}
     with torch.no_grad():
         mask = data.mask if data.mask.dtype == torch.long else data.mask.float()
@@ -316,8 +322,13 @@ def fit(
     resume: bool = False,
     dataset: BuiltDataset | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> FitResult:
     """Train ``cfg`` into ``run_dir`` (``config.yaml``, ``history.csv``, ``best.pt``, ``last.pt``).
+
+    A ``run_dir`` that already holds a trained run (``last.pt``) is refused unless ``resume``
+    (continue it) or ``overwrite`` (start again, replacing it) is given: a finished run is never
+    replaced by mistake.
 
     With ``resume`` it continues from ``run_dir/last.pt``; every epoch draws its shuffling,
     augmentation and dropout randomness from ``seed`` and the epoch number, so an interrupted
@@ -339,6 +350,12 @@ def fit(
         )
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
         raise ValueError(f"train.ema_decay must lie in (0, 1) or be null, got {t.ema_decay}")
+    if not resume and not overwrite and (run_dir / "last.pt").exists():
+        raise InputError(
+            run_dir,
+            "already holds a trained run (last.pt): continue it with --resume, replace it "
+            "with --overwrite, or train into another --out",
+        )
     ddp = Distributed()
     device = ddp.setup(resolve_device(t.device))
     try:
@@ -402,6 +419,13 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
         if ema is not None:
             ema.load_state_dict(ck["ema"])
         history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
+    # Epochs since the best one, from the history, so a resumed run keeps its early stopping
+    # (and a run that had stopped early stays stopped, unless early_stopping was raised).
+    bad_epochs = start - best["epoch"] if best["epoch"] > 0 else start
+    if t.early_stopping and bad_epochs >= t.early_stopping and start < t.epochs:
+        if progress:
+            tqdm.write(f"{run_dir}: stopped early at epoch {start} before; nothing to resume")
+        start = t.epochs
 
     step_model: torch.nn.Module = model
     if ddp.world > 1:
@@ -416,7 +440,6 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
         step_model = torch.compile(step_model)
 
     writer = _tensorboard(run_dir) if ddp.main else None
-    bad_epochs = 0
     for epoch in range(start, t.epochs):
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
@@ -486,9 +509,7 @@ def _tensorboard(run_dir: Path):
 
 def _write_history(path: Path, history: list[dict]) -> None:
     keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(history)
-    tmp.replace(path)

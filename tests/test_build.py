@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 from lungmtl.cli import main
-from lungmtl.data.build import build_dataset
-from lungmtl.data.cache import build_cache, open_cache
+from lungmtl.data.build import assign_splits, build_dataset
+from lungmtl.data.cache import build_cache, cache_key, open_cache
 from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.data.preprocess import PreprocessConfig
 from lungmtl.data.sources import load_sources
+from lungmtl.data.split import assert_patient_disjoint
 from lungmtl.errors import InputError
 
 CFG = PreprocessConfig(size=64)
@@ -42,17 +43,30 @@ def test_cache_is_built_once_and_reused(phantom, tmp_path):
     assert again.config == CFG and len(again) == len(table)
 
 
-def test_corrupt_file_names_file_and_row_and_leaves_no_partial_cache(phantom, tmp_path):
+@pytest.mark.parametrize("column", ["image", "mask", "mask_multiclass", "lung_mask"])
+def test_an_edited_input_file_gives_a_new_cache(phantom, tmp_path, column):
+    """Editing any file a slice is read from (the 0/1/2 mask too) rebuilds the cache."""
+    table = load_sources([str(phantom)])
+    before = cache_key(table, CFG)
+    path = next(p for p in table[column].astype(str) if p)
+    with open(path, "ab") as f:  # a re-saved file: new size and time
+        f.write(b"\0")
+    assert cache_key(table, CFG) != before
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_corrupt_file_names_file_and_row_and_leaves_no_partial_cache(phantom, tmp_path, workers):
+    """The same with worker processes: the error crosses the process boundary intact."""
     table = load_sources([str(phantom)])
     bad = table["image"].iloc[5]
     with open(bad, "r+b") as f:
         f.truncate(40)
     cache_dir = tmp_path / "cache"
     with pytest.raises(InputError, match=r"row 5") as e:
-        build_cache(table, CFG, cache_dir, progress=False)
+        build_cache(table, CFG, cache_dir, workers=workers, progress=False)
     assert bad in str(e.value)
     assert not cache_dir.exists() or not any(cache_dir.iterdir())
-    cache = build_cache(table, CFG, cache_dir, skip_bad=True, progress=False)
+    cache = build_cache(table, CFG, cache_dir, skip_bad=True, workers=workers, progress=False)
     skipped = pd.read_csv(cache.root / "skipped.csv")
     assert list(skipped["file"]) == [bad]
     assert len(cache) == len(table) - 1
@@ -148,3 +162,31 @@ def test_cli_build_stops_on_bad_input_or_skips_and_reports_it(phantom, tmp_path,
     assert main([*args, "--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "skipped 1 bad slice(s)" in out
+
+
+def test_a_published_split_is_kept_when_asked_and_ignored_with_a_warning_otherwise():
+    rows = []
+    for k in range(10):  # source "pub": patients 0-2 published test, 3-9 published train
+        for _ in range(3):
+            rows.append(
+                ("pub", f"a{k}", "infected" if k % 2 else "healthy", "test" if k < 3 else "train")
+            )
+    for k in range(10):  # source "free": no published split
+        for _ in range(3):
+            rows.append(("free", f"b{k}", "infected" if k % 2 else "healthy", ""))
+    table = pd.DataFrame(rows, columns=["source", "patient", "label", "split"])
+    with pytest.warns(UserWarning, match=r"\{'pub': 30\} publish a train/test split"):
+        anew = assign_splits(table, (0.6, 0.2, 0.2), 0)
+    assert set(anew[table["source"] == "pub"]) == {"train", "val", "test"}
+    kept = pd.Series(assign_splits(table, (0.6, 0.2, 0.2), 0, published=True), index=table.index)
+    pub = table["source"] == "pub"
+    assert (kept[pub & (table["split"] == "test")] == "test").all()
+    assert set(kept[pub & (table["split"] == "train")]) == {"train", "val"}  # never test
+    assert set(kept[~pub]) == {"train", "val", "test"}
+    assert_patient_disjoint(table.assign(split=kept))
+    with pytest.raises(InputError, match=r"unknown published split names \['holdout'\]"):
+        assign_splits(table.assign(split="holdout"), (0.6, 0.2, 0.2), 0, published=True)
+    mixed = table.copy()
+    mixed.loc[0, "split"] = "train"  # one slice of test patient a0 published as train
+    with pytest.raises(InputError, match="more than one published split"):
+        assign_splits(mixed, (0.6, 0.2, 0.2), 0, published=True)

@@ -6,7 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungmtl.evaluation import lesion_size_block, lesion_table, restrict_to_lung
+from lungmtl.compare import paired_tests
+from lungmtl.evaluation import (
+    classification_block,
+    lesion_size_block,
+    lesion_table,
+    metric_block,
+    patient_block,
+    restrict_to_lung,
+    slice_truth,
+)
 
 
 def test_restrict_to_lung_keeps_the_lung_and_a_margin_only():
@@ -37,3 +46,60 @@ def test_dice_by_lesion_size_bins_infected_slices_with_a_mask():
     assert rows["10-100%"]["dice_mean"] == pytest.approx(0.9)
     assert sum(r["n"] for r in rows.values()) == 4  # healthy (empty) masks are not lesions
     assert "| 0-0.5% | 2 | 0.200 | 0.200 |" in lesion_table(list(rows.values()))
+
+
+def test_slices_of_infected_studies_are_counted_and_scored_apart():
+    """A MosMed-style infected study labels every slice, lesion or not: the headline counts
+    them (as training does) and says how many; the slice-truth block leaves them out."""
+    frame = pd.DataFrame(
+        {
+            "label_level": ["slice", "slice", "study", "study", "study", "study"],
+            "label": ["infected", "healthy", "healthy", "healthy", "infected", "infected"],
+            "y": [1, 0, 0, 0, 1, 1],
+            "p_infected": [0.9, 0.2, 0.1, 0.3, 0.05, 0.8],  # a lesion-free slice of study s2
+            "has_mask": [False] * 6,
+            "pos": range(6),
+            "source": ["a", "a", "m", "m", "m", "m"],
+            "patient": ["p1", "p1", "s1", "s1", "s2", "s2"],
+        }
+    )
+    assert slice_truth(frame).tolist() == [True, True, True, True, False, False]
+    block = metric_block(frame, np.zeros((6, 4, 4)), np.zeros((6, 4, 4)))
+    assert block["n_slices"] == 6 and block["n_study_infected"] == 2
+    assert (block["n_infected"], block["n_healthy"]) == (3, 3)
+    assert block["sensitivity"] == pytest.approx(2 / 3)
+    strict = classification_block(frame[slice_truth(frame)])
+    assert (strict["n_infected"], strict["n_healthy"]) == (1, 3)
+    assert strict["sensitivity"] == 1.0 and strict["specificity"] == 1.0
+    patients = patient_block(frame)  # the infected study counts as one infected patient
+    assert patients["n_infected"] == 2 and patients["sensitivity"] == 1.0
+
+
+def test_the_patient_dice_test_counts_patients_not_slices():
+    """Model a beats b by 0.02 on every slice of 3 patients with 50 slices each: the slice
+    test sees 150 pairs, the patient test 3, and says so with a larger p-value."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, level in enumerate([0.3, 0.5, 0.7]):
+        for z in range(50):
+            d = level + rng.normal(0, 0.05)
+            rows.append(
+                {
+                    "image": f"p{k}.nii",
+                    "index": z,
+                    "source": "s",
+                    "patient": f"p{k}",
+                    "dice": d,
+                    "correct": True,
+                    "delta": 0.02 + rng.normal(0, 0.05),
+                }
+            )
+    frame = pd.DataFrame(rows)
+    a = frame.drop(columns="delta")
+    b = a.assign(dice=frame["dice"] - frame["delta"])
+    r = paired_tests(a, b)
+    assert r["dice"]["n"] == 150 and r["dice_patients"]["n"] == 3
+    assert r["dice"]["p"] < 0.05
+    assert r["dice_patients"]["p"] > r["dice"]["p"]
+    old = paired_tests(a.drop(columns=["source", "patient"]), b.drop(columns=["source", "patient"]))
+    assert old["dice_patients"] == {"t": None, "p": None, "n": 0}  # predictions without patients

@@ -75,6 +75,9 @@ def test_grid_writes_mean_std_and_paired_tests(grid_run):
     assert pd.isna(res.loc["cls_weight0", "accuracy_mean"])
     assert pd.isna(res.loc["cls_weight0", "vs_baseline_correct_p"])
     assert 0 <= res.loc["cls_weight0", "vs_baseline_dice_p"] <= 1
+    # the per-patient Dice test needs two test patients; this tiny split has one
+    assert "vs_baseline_dice_patients_p" in res.columns
+    assert pd.isna(res.loc["cls_weight0", "vs_baseline_dice_patients_p"])
     # pooled over the two seeds: twice the test slices of one run
     assert res.loc["cls_weight0", "vs_baseline_n_slices"] == 2 * runs["n_slices"].iloc[0]
     assert pd.isna(res.loc["cls_weight1", "vs_baseline_dice_p"])  # the baseline itself

@@ -270,6 +270,27 @@ def test_bootstrap_ci():
         bootstrap_ci([])
 
 
+def test_bootstrap_over_patients_is_wider_when_slices_of_a_patient_agree():
+    """20 patients x 10 near-identical slices hold 20 independent values, not 200: resampling
+    patients gives about the interval of 20 values, resampling slices one ~sqrt(10) narrower."""
+    rng = np.random.default_rng(3)
+    per_patient = rng.random(20)
+    values = np.repeat(per_patient, 10) + rng.normal(0, 0.01, 200)
+    groups = np.repeat([f"p{i}" for i in range(20)], 10)
+    slo, shi = bootstrap_ci(values, n_boot=400)
+    plo, phi = bootstrap_ci(values, n_boot=400, groups=groups)
+    rlo, rhi = bootstrap_ci(per_patient, n_boot=400)
+    assert phi - plo > 2.5 * (shi - slo)
+    assert phi - plo == pytest.approx(rhi - rlo, rel=0.35)
+    assert plo < values.mean() < phi
+    # NaNs drop with their group labels; the median takes the general path
+    values[:5] = np.nan
+    mlo, mhi = bootstrap_ci(values, stat=np.median, n_boot=100, groups=groups)
+    assert mlo <= np.nanmedian(values) <= mhi
+    with pytest.raises(InputError, match="groups for"):
+        bootstrap_ci(values, groups=groups[:-1])
+
+
 masks = arrays(np.bool_, st.tuples(st.integers(1, 6), st.integers(1, 6)))
 
 

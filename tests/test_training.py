@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,7 +18,7 @@ from lungmtl.errors import CheckpointError, InputError
 from lungmtl.evaluation import CLS_KEYS, SEG_KEYS, evaluate
 from lungmtl.losses import MultiTaskLoss
 from lungmtl.models import checkpoint, create_model
-from lungmtl.training import ema_update, fit, validation_metrics
+from lungmtl.training import build_from_config, ema_update, fit, validation_metrics
 
 BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
 
@@ -53,6 +54,17 @@ def test_resume_reaches_the_same_weights(phantom, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     assert whole.history[-1]["val_loss"] == pytest.approx(resumed.history[-1]["val_loss"], rel=1e-5)
+
+
+def test_three_class_segmentation_trains_and_is_validated(phantom, tmp_path):
+    """Ground-glass (1) and consolidation (2) masks: validation scores the infection they
+    outline (any lesion class) instead of refusing masks that are not 0/1."""
+    cfg = tiny_config([phantom], tmp_path / "cache", **{"model.seg_classes": 3})
+    result = fit(cfg, tmp_path / "run", progress=False)
+    val = SliceTensors(result.dataset.cache, result.dataset.rows("val"), multiclass=True)
+    assert int(val.mask.max()) == 2  # the validation split does hold consolidation
+    dice = [h["val_dice_infected"] for h in result.history]
+    assert all(d is not None and 0 <= d <= 1 for d in dice), dice
 
 
 def test_ema_weights_are_validated_kept_and_resumed(phantom, tmp_path):
@@ -108,6 +120,34 @@ def test_ema_forgets_the_initial_state_quickly():
     torch.testing.assert_close(ema.module.running_var, torch.full((3,), 0.014), rtol=2e-2, atol=0)
 
 
+def test_a_resumed_run_keeps_its_early_stopping(phantom, tmp_path, monkeypatch):
+    """A run that stopped early stays stopped when resumed with more epochs, and the count of
+    epochs without improvement carries over an interruption."""
+    import lungmtl.training as training
+
+    real = training.validation_metrics
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])  # improves once, then never again
+
+    def falling(*args, **kwargs):
+        return {**real(*args, **kwargs), "val_score": next(scores)}
+
+    monkeypatch.setattr(training, "validation_metrics", falling)
+    cache = tmp_path / "cache"
+    stop2 = {"train.early_stopping": 2, "train.epochs": 6}
+    first = fit(tiny_config([phantom], cache, **stop2), tmp_path / "a", progress=False)
+    assert [h["epoch"] for h in first.history] == [1, 2, 3]  # best at 1, stopped after 3
+    again = fit(tiny_config([phantom], cache, **stop2), tmp_path / "a", resume=True, progress=False)
+    assert len(again.history) == 3
+    # Interrupted after epoch 2 (one epoch without improvement): one more epoch, then stop.
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    cut = {**stop2, "train.epochs": 2}
+    fit(tiny_config([phantom], cache, **cut), tmp_path / "b", progress=False)
+    resumed = fit(
+        tiny_config([phantom], cache, **stop2), tmp_path / "b", resume=True, progress=False
+    )
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+
 def test_resume_accepts_a_checkpoint_from_before_an_option_existed(phantom, tmp_path):
     cfg = tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1})
     fit(cfg, tmp_path / "run", progress=False)
@@ -119,6 +159,22 @@ def test_resume_accepts_a_checkpoint_from_before_an_option_existed(phantom, tmp_
         tiny_config([phantom], tmp_path / "c"), tmp_path / "run", resume=True, progress=False
     )
     assert len(again.history) == 2
+
+
+def test_a_finished_run_is_not_replaced_by_mistake(phantom, tmp_path, capsys):
+    cfg = tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1})
+    fit(cfg, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "best.pt").stat().st_mtime_ns
+    with pytest.raises(InputError, match=r"already holds a trained run.*--resume.*--overwrite"):
+        fit(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns == before
+    sets = ["--set", f"data.sources=['{phantom}']", "--set", f"data.cache_dir={tmp_path / 'c'}"]
+    tiny = ["--set", "preprocess.size=64", "--set", "model.width_mult=0.125"]
+    args = ["train", "--out", str(tmp_path / "run"), *sets, *tiny, "--set", "train.epochs=1"]
+    assert main([*args, "-q"]) != 0
+    assert "already holds a trained run" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "-q"]) == 0
+    assert (tmp_path / "run" / "best.pt").stat().st_mtime_ns != before
 
 
 def test_resume_refuses_a_different_config(phantom, tmp_path):
@@ -153,6 +209,9 @@ def test_end_to_end_on_real_slices(real_data, tmp_path):
     for key in BASE_KEYS:
         assert key in m, key
     assert m["n_slices"] == m["n_infected"] + m["n_healthy"] > 0
+    strict = m["slice_truth_only"]  # without the slices of infected (MosMed) studies
+    assert strict["n_slices"] == m["n_slices"] - m["n_study_infected"]
+    assert strict["n_healthy"] == m["n_healthy"]
     assert set(m["per_source"]) <= {
         "covid-ct-md",
         "covid19-ct-seg20",
@@ -285,6 +344,31 @@ def test_evaluate_new_data_skips_and_reports_unreadable_slices(phantom, tmp_path
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["skipped_slices"] == 1 and m["n_slices"] == 11
     assert str(bad) in (tmp_path / "e" / "skipped.csv").read_text()
+
+
+def test_evaluate_reads_the_recorded_split_after_the_data_grew(tmp_path):
+    """Patients added to a source after training reshuffle a redrawn split; evaluate's test
+    split is the one recorded in split.csv, so it never holds a training patient."""
+    data = write_phantom_dataset(tmp_path / "d", n_patients=8, n_slices=4, size=64, seed=1)
+    cfg = tiny_config([data], tmp_path / "c", **{"train.epochs": 1})
+    fit(cfg, tmp_path / "run", progress=False)
+    recorded = pd.read_csv(tmp_path / "run" / "split.csv", dtype={"patient": str})
+    trained = set(recorded.loc[recorded["split"] != "test", "patient"])
+    tested = set(recorded.loc[recorded["split"] == "test", "patient"])
+    write_phantom_dataset(tmp_path / "d", n_patients=14, n_slices=4, size=64, seed=1)
+    redrawn = build_from_config(cfg, progress=False).table
+    assert set(redrawn.loc[redrawn["split"] == "test", "patient"]) & trained  # would leak
+    evaluate(tmp_path / "run", tmp_path / "e", progress=False, n_boot=10)
+    evaluated = pd.read_csv(tmp_path / "e" / "predictions.csv", dtype={"patient": str})
+    assert set(evaluated["patient"]) == tested
+    # a recorded test slice that has left the data: evaluated without it, with a warning
+    gone = Path(evaluated["image"].iloc[0]).name
+    manifest = pd.read_csv(data / "manifest.csv", keep_default_na=False)
+    keep = manifest["image"].map(lambda p: Path(p).name) != gone
+    manifest[keep].to_csv(data / "manifest.csv", index=False)
+    with pytest.warns(UserWarning, match="1 of the .* 'test' slices it records are no longer"):
+        m = evaluate(tmp_path / "run", tmp_path / "e2", progress=False, n_boot=10)
+    assert m["n_slices"] == len(evaluated) - 1
 
 
 def test_epoch_order_draws_a_share_of_label_only_slices():

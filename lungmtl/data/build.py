@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from .cache import SliceCache, build_cache
 from .preprocess import PreprocessConfig
 from .sources import load_sources
@@ -84,6 +86,52 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["source", "split"]).reset_index(drop=True)
 
 
+def assign_splits(
+    table: pd.DataFrame,
+    fractions: tuple[float, float, float],
+    seed: int,
+    *,
+    published: bool = False,
+) -> np.ndarray:
+    """Each row's split: dealt by patient (:func:`split_by_patient`), or, with ``published``,
+    the split a source publishes in its ``split`` column where it gives one.
+
+    Published ``test`` (and ``val``) rows keep their split; published ``train`` patients are
+    dealt into train and validation in the ratio of ``fractions``; rows without a published
+    split are dealt as usual. Without ``published`` a published split is ignored, with a
+    warning, so the default split stays the same on every source.
+    """
+    given = table["split"].fillna("").astype(str).str.strip().str.lower()
+    if not published:
+        if given.astype(bool).any():
+            counts = table.loc[given != "", "source"].value_counts().to_dict()
+            warnings.warn(
+                f"sources {counts} publish a train/test split (manifest column 'split'); it is "
+                "ignored and patients are split anew: set data.published_split=true to use it",
+                stacklevel=3,
+            )
+        return split_by_patient(table, fractions, seed).to_numpy()
+    unknown = sorted(set(given) - {"", *SPLITS})
+    if unknown:
+        raise InputError("data.published_split", f"unknown published split names {unknown}")
+    mixed = table.assign(given=given).groupby(["source", "patient"])["given"].nunique()
+    if (mixed > 1).any():
+        raise InputError(
+            "data.published_split",
+            f"patients in more than one published split: {list(mixed[mixed > 1].index[:5])}",
+        )
+    out = given.to_numpy(dtype=object).copy()
+    fr = np.asarray(fractions, dtype=float)
+    rest = given == ""
+    if rest.any():
+        out[rest.to_numpy()] = split_by_patient(table[rest], fractions, seed).to_numpy()
+    train = given == "train"
+    if train.any() and fr[:2].sum() > 0:
+        ratio = (fr[0] / fr[:2].sum(), fr[1] / fr[:2].sum(), 0.0)
+        out[train.to_numpy()] = split_by_patient(table[train], ratio, seed).to_numpy()
+    return out.astype(str)
+
+
 def build_dataset(
     sources: list[str | Path],
     preprocess: PreprocessConfig,
@@ -95,6 +143,7 @@ def build_dataset(
     study_labels: bool = True,
     max_slices: int | None = None,
     skip_bad: bool = False,
+    published_split: bool = False,
     workers: int = 1,
     progress: bool = True,
 ) -> BuiltDataset:
@@ -108,7 +157,7 @@ def build_dataset(
     )
     t = cache.table.copy()
     t["row"] = np.arange(len(t))
-    t["split"] = split_by_patient(t, split, split_seed).to_numpy()
+    t["split"] = assign_splits(t, split, split_seed, published=published_split)
     if balance_ratio is not None:
         t = balance(t, balance_ratio, split_seed)
     assert_patient_disjoint(t)
