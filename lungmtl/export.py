@@ -84,7 +84,10 @@ def onnx_session(path: str | Path):
     """ONNX Runtime CPU session on an exported file (input ``image``; outputs ``seg``, ``cls``)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own Fail/InvalidProtobuf/NoSuchFile types
+        raise InputError(path, f"not a loadable ONNX model ({type(e).__name__}: {e})") from None
 
 
 def run_exported(path: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +107,10 @@ def run_exported(path: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.n
         return seg, cls
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream
-        module = torch.jit.load(str(path), map_location="cpu")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:  # a truncated or foreign file
+            raise InputError(path, f"not a loadable TorchScript model ({e})") from None
     with torch.no_grad():
         seg, cls = module(torch.from_numpy(x))
     return seg.numpy(), cls.numpy()

@@ -8,6 +8,7 @@ import torch
 
 from lungmtl.cli import main
 from lungmtl.config import load_config, to_dict
+from lungmtl.errors import InputError
 from lungmtl.export import export, run_exported, verify
 from lungmtl.models import checkpoint, create_model, save
 
@@ -47,3 +48,11 @@ def test_cli_export_and_bad_format(tiny_checkpoint, tmp_path, capsys):
     assert "max |difference|" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["export", "--checkpoint", str(tiny_checkpoint), "--format", "tflite", "--out", "x"])
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.pt"])
+def test_a_corrupt_exported_file_is_named_in_the_error(tmp_path, name):
+    bad = tmp_path / name
+    bad.write_bytes(b"half a model")
+    with pytest.raises(InputError, match=rf"{name}: not a loadable"):
+        run_exported(bad, np.zeros((1, 1, 64, 64), np.float32))
