@@ -10,8 +10,8 @@ Sum-product loopy belief propagation, synchronous ("flooding") schedule, with me
 ``damping * old + (1 - damping) * computed``. With two labels a normalised message is one number,
 its log-odds, so every message field is one (N, H, W) tensor per direction and each iteration is a
 handful of element-wise operations: vectorised in torch, it runs on whatever device the input is on.
-The returned map is the belief (approximate marginal P(infected)), thresholded by the caller as
-before (0.5).
+Sweeps run until the messages stop moving (``tol``) or ``n_iter`` is reached. The returned map is
+the belief (approximate marginal P(infected)), thresholded by the caller as before (0.5).
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ import torch
 
 DAMPING = 0.8
 BETA = 1.0
-N_ITER = 20
+#: Message passing stops when no message's log-odds moves by more than TOL in a sweep, or after
+#: N_ITER sweeps. A fixed 20 sweeps was far from converged on uncertain maps (a random 64x64 map:
+#: 20% of the pixels on the other side of 0.5 than after 800 sweeps); confident, network-like
+#: maps converge in a few dozen.
+N_ITER = 500
+TOL = 1e-3
 _EPS = 1e-4
 
 
@@ -52,6 +57,7 @@ def crf_refine_torch(
     beta: float = BETA,
     damping: float = DAMPING,
     n_iter: int = N_ITER,
+    tol: float = TOL,
 ) -> torch.Tensor:
     """Refine infection probabilities with a grid CRF (torch in, torch out, same device).
 
@@ -59,7 +65,9 @@ def crf_refine_torch(
         prob: (H, W) or (N, H, W) probabilities in [0, 1].
         beta: Potts penalty for two neighbours with different labels (0 = no smoothing).
         damping: weight of the previous message in each update, in [0, 1).
-        n_iter: number of synchronous message-passing sweeps.
+        n_iter: the most synchronous message-passing sweeps.
+        tol: stop once no message (log-odds) changes by more than this in a sweep; 0 runs all
+            ``n_iter`` sweeps.
 
     Returns:
         Beliefs P(infected), same shape, dtype float32.
@@ -86,7 +94,10 @@ def crf_refine_torch(
             h = belief - inc[(-dy, -dx)]
             sent = _message(h, beta)  # indexed by the sender q
             new[(dy, dx)] = _shift(sent, -dy, -dx)  # re-index by the receiver r = q - (dy, dx)
-        inc = {d: damping * inc[d] + (1 - damping) * new[d] for d in dirs}
+        step = {d: (1 - damping) * (new[d] - inc[d]) for d in dirs}
+        inc = {d: inc[d] + step[d] for d in dirs}
+        if tol > 0 and max(float(v.abs().max()) for v in step.values()) <= tol:
+            break
     out = torch.sigmoid(unary + sum(inc.values()))
     return out[0] if squeeze else out
 
@@ -97,6 +108,7 @@ def crf_refine(
     beta: float = BETA,
     damping: float = DAMPING,
     n_iter: int = N_ITER,
+    tol: float = TOL,
     device: str | torch.device | None = None,
     batch_size: int = 64,
 ) -> np.ndarray | torch.Tensor:
@@ -104,7 +116,7 @@ def crf_refine(
 
     Args:
         prob: (H, W) or (N, H, W) probabilities, numpy or torch.
-        beta, damping, n_iter: see :func:`crf_refine_torch`.
+        beta, damping, n_iter, tol: see :func:`crf_refine_torch`.
         device: where to compute numpy input (default CPU); torch input stays on its device.
         batch_size: slices per batch.
 
@@ -116,10 +128,12 @@ def crf_refine(
     if as_numpy and device is not None:
         t = t.to(device)
     if t.ndim == 2:
-        out = crf_refine_torch(t, beta=beta, damping=damping, n_iter=n_iter)
+        out = crf_refine_torch(t, beta=beta, damping=damping, n_iter=n_iter, tol=tol)
     else:
         parts = [
-            crf_refine_torch(t[i : i + batch_size], beta=beta, damping=damping, n_iter=n_iter)
+            crf_refine_torch(
+                t[i : i + batch_size], beta=beta, damping=damping, n_iter=n_iter, tol=tol
+            )
             for i in range(0, len(t), batch_size)
         ]
         out = torch.cat(parts) if parts else t.float()
@@ -143,7 +157,7 @@ def dice_effect(
         seg_prob: (N, H, W) predicted infection probabilities.
         masks: (N, H, W) true binary masks.
         threshold: mask threshold.
-        **crf_kwargs: ``beta``, ``damping``, ``n_iter`` for :func:`crf_refine`.
+        **crf_kwargs: ``beta``, ``damping``, ``n_iter``, ``tol`` for :func:`crf_refine`.
 
     Returns:
         dict with ``n``, ``dice_plain``, ``dice_crf`` (means), ``delta`` (mean paired difference),

@@ -85,7 +85,9 @@ def grad_cam(
     acts: list[torch.Tensor] = []
 
     def keep(_m, _inp, out):
-        acts.append(out)
+        # An encoder that returns its feature pyramid (smp's): the deepest map, the one the
+        # classification head reads.
+        acts.append(out[-1] if isinstance(out, list | tuple) else out)
 
     handle = module.register_forward_hook(keep)
     maps = []

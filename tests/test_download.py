@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import io as pyio
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -90,6 +92,59 @@ def test_resume_continues_from_the_part_file(
     register(monkeypatch, RemoteFile("https://unused/blob.bin", "blob.bin", sha256=sha(want)))
     download("toy", dest, base_url=server.as_uri(), progress=False)
     assert (dest / "blob.bin").read_bytes() == want
+
+
+def test_a_whole_part_file_is_verified_not_fetched_again(
+    tmp_path: Path, server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped after the download but before the rename left a complete .part: the next
+    run verifies it and goes on, even with the server gone."""
+    body = b"whole file" * 100
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "blob.bin.part").write_bytes(body)
+    register(monkeypatch, RemoteFile("https://unused/blob.bin", "blob.bin", sha256=sha(body)))
+    download("toy", dest, base_url=server.as_uri(), progress=False)  # server holds nothing
+    assert (dest / "blob.bin").read_bytes() == body
+
+
+def test_http_416_for_a_whole_part_file_is_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTP server answers a range starting at the file's end with 416: the .part is then
+    whole (its checksum decides), not a failed download to retry forever."""
+    body = b"0123456789" * 50
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Range"))
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        dest = tmp_path / "out"
+        dest.mkdir()
+        register(monkeypatch, RemoteFile("https://unused/b.bin", "b.bin", md5="0" * 32))
+        (dest / "b.bin.part").write_bytes(body)  # whole, but its md5 is not the published one
+        base = f"http://127.0.0.1:{srv.server_port}"
+        with pytest.raises(InputError, match="checksum mismatch"):
+            download("toy", dest, base_url=base, progress=False)
+        assert seen == [f"bytes={len(body)}-"] and not (dest / "b.bin.part").exists()
+        register(monkeypatch, RemoteFile("https://unused/b.bin", "b.bin", size=len(body) + 1))
+        (dest / "b.bin.part").write_bytes(body)  # no checksum: _whole cannot tell, so fetch
+        with pytest.raises(InputError, match=r"size 500 != expected 501"):
+            download("toy", dest, base_url=base, progress=False)
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_checksum_mismatch_removes_the_file(

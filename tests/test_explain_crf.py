@@ -115,6 +115,17 @@ def test_stronger_damping_moves_less_per_sweep():
     assert np.abs(heavy - prob).mean() < np.abs(light - prob).mean()
 
 
+def test_message_passing_runs_until_the_messages_settle():
+    """On an uncertain map 20 sweeps are far from the fixed point; the default (to tolerance)
+    lands near a 3000-sweep reference."""
+    prob = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    ref = crf_refine_torch(prob, n_iter=3000, tol=0) >= 0.5
+    short = crf_refine_torch(prob, n_iter=20, tol=0) >= 0.5
+    settled = crf_refine_torch(prob) >= 0.5
+    assert (short != ref).float().mean() > 0.03
+    assert (settled != ref).float().mean() < 0.01
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_crf_runs_on_the_gpu_and_matches_the_cpu():
     rng = np.random.default_rng(3)
@@ -135,6 +146,37 @@ def test_dice_effect_reports_both_and_the_paired_difference():
     assert r["dice_crf"] > r["dice_plain"]
     assert r["delta"] == pytest.approx(r["dice_crf"] - r["dice_plain"])
     assert r["p_value"] is not None and 0 <= r["p_value"] <= 1
+
+
+def test_grad_cam_reads_the_deepest_map_of_an_encoder_that_returns_a_pyramid():
+    """smp encoders return a list of feature maps; Grad-CAM uses the last (deepest) one."""
+
+    class Pyramid(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            f1 = torch.relu(self.a(x))
+            return [x, f1, torch.relu(self.b(f1))]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = Pyramid()
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            deepest = self.encoder(x)[-1]
+            cls = self.head(deepest.mean(dim=(2, 3)))
+            return MultiTaskOutput(seg=x, cls=cls)
+
+    torch.manual_seed(0)
+    net = Net()
+    cam = grad_cam(net, torch.rand(2, 1, 16, 16), layer="encoder")
+    assert cam.shape == (2, 16, 16) and np.isfinite(cam).all()
+    assert cam.max() == pytest.approx(1.0)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -150,8 +151,23 @@ def _fetch(url: str, part: Path, size: int | None, progress: bool) -> None:
                 while chunk := resp.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
-    except OSError as e:  # URLError, HTTPError, connection resets are all OSErrors
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # the range starts at the end: the .part is whole
+            return  # (or longer than the file: then its checksum fails and it is removed)
         raise InputError(url, f"download failed ({e}); run again to resume") from None
+    except OSError as e:  # URLError, connection resets are OSErrors too
+        raise InputError(url, f"download failed ({e}); run again to resume") from None
+
+
+def _whole(part: Path, f: RemoteFile) -> bool:
+    """Whether ``part`` already holds the complete, published file (checked by its checksum)."""
+    if not part.exists() or not (f.sha256 or f.md5):
+        return False
+    if f.size is not None and part.stat().st_size != f.size:
+        return False
+    if f.sha256:
+        return file_digest(part, "sha256") == f.sha256.lower()
+    return file_digest(part, "md5") == f.md5.lower()
 
 
 def _skip(resp: object, n: int) -> None:
@@ -291,7 +307,8 @@ def download(
         final = to / f.filename
         if not final.exists():
             part = to / f"{f.filename}.part"
-            _fetch(url, part, f.size, progress)
+            if not _whole(part, f):  # a .part finished by a run stopped while verifying
+                _fetch(url, part, f.size, progress)
             sha = _verify(part, f, url)
             os.replace(part, final)
         else:
