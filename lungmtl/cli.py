@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key in every run, e.g. --set train.device=cuda",
+        help="override a base config key in every run (a grid or run value for the same key "
+        "wins), e.g. --set train.device=cuda",
     )
     g.add_argument(
         "--leave-one-source-out",

@@ -141,8 +141,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value == "None")):
+            return None  # YAML's null; "None" (Python's spelling) is read as a string
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, where)
     if origin is tuple:
@@ -161,6 +161,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return [_convert(args[0], v, where) for v in value]
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if tp is Any or (isinstance(tp, type) and isinstance(value, tp)):
         if tp is int and isinstance(value, bool):
             raise InputError(where, f"expected an integer, got {value!r}")
@@ -207,7 +212,10 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise InputError("--set", f"{key!r}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise InputError("--set", f"{key}: value {raw!r} is not valid YAML ({e})") from None
     return d
 
 

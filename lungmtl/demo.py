@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -23,8 +24,9 @@ def demo_config(sources: list[str], out: Path, epochs: int, real: bool) -> RunCo
     size = 96 if real else 64
     return load_config(
         overrides=[
-            f"data.sources={[str(s) for s in sources]}",
-            f"data.cache_dir={out / 'cache'}",
+            # JSON is YAML: quoted, so paths with '#', ': ' or brackets stay paths
+            f"data.sources={json.dumps([str(s) for s in sources])}",
+            f"data.cache_dir={json.dumps(str(out / 'cache'))}",
             f"data.max_slices={200 if real else 'null'}",
             f"preprocess.size={size}",
             "model.width_mult=0.25",

@@ -6,14 +6,23 @@ import contextlib
 
 import torch
 
+from .errors import InputError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; anything else is passed to ``torch.device``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(
+            "device", f"{name!r} is not a device: use auto, cpu, cuda or cuda:N ({e})"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise InputError("device", f"{name!r} requested but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError("device", f"{name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return dev
 
 

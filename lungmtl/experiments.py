@@ -148,9 +148,39 @@ class PlannedRun:
     cfg: RunConfig
     run_dir: Path
     evals: dict[str, list[str] | None]
+    split: str = "test"
+
+    def trained_as_planned(self) -> bool:
+        """The run folder's config.yaml is this run's config (the device and the cache folder
+        may differ: they do not change what is trained)."""
+        path = self.run_dir / "config.yaml"
+        if not path.is_file():
+            return False
+        try:
+            saved = to_dict(from_dict(RunConfig, yaml.safe_load(path.read_text()) or {}))
+        except (InputError, yaml.YAMLError, TypeError):
+            return False
+        want = to_dict(self.cfg)
+        for d in (saved, want):
+            d["train"].pop("device", None)
+            d["data"].pop("cache_dir", None)
+        return saved == want
+
+    def evaluated(self, ev: str) -> bool:
+        """Evaluation ``ev`` exists, of the data this plan asks for, and is newer than best.pt."""
+        metrics, best = self.run_dir / ev / "metrics.json", self.run_dir / "best.pt"
+        if not metrics.is_file() or not best.is_file():
+            return False
+        try:
+            m = json.loads(metrics.read_text())
+        except (OSError, ValueError):
+            return False
+        data = self.evals[ev]
+        want = list(data) if data else f"run split: {self.split}"
+        return m.get("data") == want and metrics.stat().st_mtime_ns >= best.stat().st_mtime_ns
 
     def finished(self) -> bool:
-        return all((self.run_dir / e / "metrics.json").exists() for e in self.evals)
+        return self.trained_as_planned() and all(self.evaluated(e) for e in self.evals)
 
     def status(self) -> str:
         if self.finished():
@@ -392,6 +422,16 @@ def source_units(sources: list[str]) -> dict[str, str]:
     folder or any other entry (``layout:path`` too) is one source named by its folder.
     """
     units: dict[str, str] = {}
+
+    def add(name: str, entry: str) -> None:
+        if name in units and units[name] != entry:
+            raise InputError(
+                entry,
+                f"two data sources are named {name!r} ({units[name]} and {entry}): a "
+                "leave-one-source-out fold is named by its folder; rename one of them",
+            )
+        units[name] = entry
+
     for entry in sources:
         text = str(entry)
         path = Path(text.split(":", 1)[1] if re.match(r"^[a-z0-9-]+:", text) else text)
@@ -399,11 +439,12 @@ def source_units(sources: list[str]) -> dict[str, str]:
         if path.is_dir() and not (path / "manifest.csv").is_file():
             subs = sorted(s for s in path.iterdir() if (s / "manifest.csv").is_file())
             if subs:
-                units.update({s.name: str(s) for s in subs})
+                for sub in subs:
+                    add(sub.name, str(sub))
                 continue
         if not path.exists():
             raise InputError(path, "data source not found")
-        units[path.name] = text
+        add(path.name, text)
     return units
 
 
@@ -415,6 +456,11 @@ def plan(
     loso = exp.leave_one_source_out if leave_one_source_out is None else leave_one_source_out
     runs = []
     extra = {f"eval-{_label(Path(p).name, 'data')}": [p] for p in exp.eval_data}
+    if len(extra) < len(exp.eval_data):
+        names = [Path(p).name for p in exp.eval_data]
+        raise InputError(
+            exp.path, f"evaluate.data folders share a name {names}: their evaluations would clash"
+        )
     for v in exp.variants:
         base_cfg = run_config(exp, v, exp.seeds[0])
         folds: list[tuple[str | None, list[str] | None, list[str] | None]] = [(None, None, None)]
@@ -446,6 +492,7 @@ def plan(
                         cfg=run_config(exp, v, seed, train_sources),
                         run_dir=out / "runs" / name,
                         evals=evals,
+                        split=exp.eval_split,
                     )
                 )
     return runs
@@ -524,11 +571,12 @@ def run_experiment(
             f"[{i}/{len(chosen)}] {r.name}: training"
             + (" (resuming)" if r.status() == "partial" else "")
         )
-        # resume=True continues from last.pt where one exists (an interrupted run) and starts
-        # afresh otherwise; a changed config is refused by fit with a clear error.
+        # resume=True continues from last.pt where one exists (an interrupted run, or one given
+        # more epochs) and starts afresh otherwise; a changed config is refused by fit with a
+        # clear error. Evaluations older than best.pt, or of other data, are redone.
         fit(r.cfg, r.run_dir, resume=True, progress=progress)
         for ev, data in r.evals.items():
-            if (r.run_dir / ev / "metrics.json").exists():
+            if r.evaluated(ev):
                 continue
             evaluate(
                 r.run_dir / "best.pt",

@@ -74,8 +74,11 @@ def overlay_sheet(case: Case, mask: np.ndarray, slices: pd.DataFrame, out_dir: P
             f"z={k} ({r['slice_id']})  P={r['p_infected']:.2f}\n"
             f"{r['infected_percent_of_lung']:.1f}% of lung",
             fontsize=8,
+            parse_math=False,  # slice ids and names are user text: a "$" is not TeX
         )
-    fig.suptitle(f"{case.name}: predicted infection in red (lung window)", fontsize=10)
+    fig.suptitle(
+        f"{case.name}: predicted infection in red (lung window)", fontsize=10, parse_math=False
+    )
     fig.tight_layout()
     path = out_dir / "overlays.png"
     fig.savefig(path)
@@ -108,7 +111,7 @@ def gradcam_sheet(
     for row, img, cam, prob, cap in zip(axes, images, cams, seg_prob, captions, strict=True):
         grey = np.clip(img / max(float(img.max()), 1e-6), 0, 1)
         row[0].imshow(grey, cmap="gray", vmin=0, vmax=1)
-        row[0].set_title(f"{cap}: model input", fontsize=8)
+        row[0].set_title(f"{cap}: model input", fontsize=8, parse_math=False)
         row[1].imshow(grey, cmap="gray", vmin=0, vmax=1)
         row[1].imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
         row[1].set_title("Grad-CAM: evidence for 'infected'", fontsize=8)

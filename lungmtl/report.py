@@ -106,7 +106,7 @@ def overlay_sheet(cases: list[dict], path: Path, title: str = "") -> Path:
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.6 * n), dpi=110, squeeze=False)
     for row, case in zip(axes, cases, strict=False):
         row[0].imshow(overlay_rgb(case["image"], None))
-        row[0].set_title(case.get("caption", ""), fontsize=7)
+        row[0].set_title(case.get("caption", ""), fontsize=7, parse_math=False)  # user text
         row[1].imshow(overlay_rgb(case["image"], case.get("true"), color=(0.1, 0.9, 0.1)))
         row[1].set_title("true mask (green)", fontsize=7)
         row[2].imshow(overlay_rgb(case["image"], case["pred"]))

@@ -341,15 +341,17 @@ def fit(
     run_dir = Path(run_dir)
     t = cfg.train
     if t.select_metric not in SELECT_METRICS:
-        raise ValueError(f"unknown select_metric {t.select_metric!r}; valid: {SELECT_METRICS}")
+        raise InputError(
+            "train.select_metric", f"unknown {t.select_metric!r}; valid: {SELECT_METRICS}"
+        )
     if t.grad_accum < 1:
-        raise ValueError(f"train.grad_accum must be >= 1, got {t.grad_accum}")
+        raise InputError("train.grad_accum", f"must be >= 1, got {t.grad_accum}")
     if not 0.0 < t.label_only_fraction <= 1.0:
-        raise ValueError(
-            f"train.label_only_fraction must lie in (0, 1], got {t.label_only_fraction}"
+        raise InputError(
+            "train.label_only_fraction", f"must lie in (0, 1], got {t.label_only_fraction}"
         )
     if t.ema_decay is not None and not 0.0 < t.ema_decay < 1.0:
-        raise ValueError(f"train.ema_decay must lie in (0, 1) or be null, got {t.ema_decay}")
+        raise InputError("train.ema_decay", f"must lie in (0, 1) or be null, got {t.ema_decay}")
     if not resume and not overwrite and (run_dir / "last.pt").exists():
         raise InputError(
             run_dir,

@@ -17,3 +17,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert set(m["per_source"]) == {"phantom"}
     for name in ("report.md", "overlays.png", "roc.png", "confusion.png"):
         assert (tmp_path / "demo" / "eval" / name).exists()
+
+
+def test_demo_config_keeps_paths_with_yaml_characters(tmp_path):
+    from lungmtl.demo import demo_config
+
+    out = tmp_path / "run #1: [x]"
+    cfg = demo_config([str(tmp_path / "a: b")], out, 1, real=False)
+    assert cfg.data.cache_dir == str(out / "cache")
+    assert cfg.data.sources == [str(tmp_path / "a: b")]

@@ -103,3 +103,13 @@ def test_the_patient_dice_test_counts_patients_not_slices():
     assert r["dice_patients"]["p"] > r["dice"]["p"]
     old = paired_tests(a.drop(columns=["source", "patient"]), b.drop(columns=["source", "patient"]))
     assert old["dice_patients"] == {"t": None, "p": None, "n": 0}  # predictions without patients
+
+
+def test_captions_with_dollar_signs_are_drawn_as_text(tmp_path):
+    """Slice ids come from file names: "a$_$b" is text, not TeX that breaks savefig."""
+    from lungmtl.report import overlay_sheet
+
+    img = np.zeros((8, 8), np.float32)
+    case = {"image": img, "true": img > 0, "pred": img > 0, "caption": "z=3 (a$_$b.png)"}
+    path = overlay_sheet([case], tmp_path / "o.png")
+    assert path.stat().st_size > 0

@@ -127,6 +127,61 @@ def test_reuse_copies_identical_finished_runs_only(grid_run, tmp_path):
     assert not list((tmp_path / "o" / "runs").glob(".*copying"))
 
 
+def test_reuse_does_not_copy_a_run_evaluated_on_other_data(grid_run, tmp_path):
+    """Same training config, but this experiment evaluates on the validation split: the grid's
+    test-split evaluation must not be copied in as if it were that."""
+    spec, out, _ = grid_run
+    base = yaml.safe_load(open(spec))["base"]
+    other = write_yaml(
+        tmp_path / "val.yaml",
+        base=base,
+        runs=[{"name": "same", "set": {}}],
+        seeds=[0],
+        evaluate={"split": "val"},
+    )
+    lines: list[str] = []
+    res = run_experiment(other, tmp_path / "v", reuse=[out], progress=False, echo=lines.append)
+    assert res.trained == ["same-seed0"] and not any("identical to" in s for s in lines)
+    m = yaml.safe_load(
+        (tmp_path / "v" / "runs" / "same-seed0" / "eval" / "metrics.json").read_text()
+    )
+    assert m["data"] == "run split: val"
+
+
+def test_a_changed_config_is_not_taken_for_a_finished_run(grid_run, tmp_path):
+    """The same experiment run again with --set: finished runs of the old config are not
+    skipped (more epochs: trained on and evaluated again; another lr: refused clearly)."""
+    import shutil
+
+    spec, out, _ = grid_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    lines: list[str] = []
+    more = run_experiment(
+        spec,
+        copy,
+        extra_set=["train.epochs=2"],
+        only=["cls_weight1-seed0"],
+        progress=False,
+        echo=lines.append,
+    )
+    assert more.trained == ["cls_weight1-seed0"]
+    history = pd.read_csv(copy / "runs" / "cls_weight1-seed0" / "history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    best = copy / "runs" / "cls_weight1-seed0" / "best.pt"
+    metrics = copy / "runs" / "cls_weight1-seed0" / "eval" / "metrics.json"
+    assert metrics.stat().st_mtime_ns >= best.stat().st_mtime_ns
+    with pytest.raises(InputError, match="different config"):
+        run_experiment(
+            spec,
+            copy,
+            extra_set=["optim.lr=0.1"],
+            only=["cls_weight0-seed0"],
+            progress=False,
+            echo=lambda s: None,
+        )
+
+
 def test_bad_keys_fail_clearly(tmp_path, phantom):
     base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
     bad = write_yaml(tmp_path / "bad.yaml", base=base, grid={"model.nmae": ["unet"]})
@@ -181,6 +236,9 @@ def test_leave_one_source_out(tmp_path):
     alpha = write_phantom_dataset(tmp_path / "alpha", n_patients=5, n_slices=4, size=48, seed=4)
     beta = write_phantom_dataset(tmp_path / "beta", n_patients=5, n_slices=4, size=48, seed=5)
     assert source_units([str(tmp_path)]) == {"alpha": str(alpha), "beta": str(beta)}
+    twin = write_phantom_dataset(tmp_path / "x" / "alpha", n_patients=2, n_slices=4, size=48)
+    with pytest.raises(InputError, match="two data sources are named 'alpha'"):
+        source_units([str(alpha), str(twin)])
     base = tiny_base(tmp_path / "base.yaml", [alpha, beta], tmp_path / "cache")
     spec = write_yaml(tmp_path / "l.yaml", base=base, runs=[{"name": "m", "set": {}}])
     r = run_experiment(

@@ -98,3 +98,29 @@ def test_config_round_trip_overrides_and_errors(tmp_path):
     with pytest.raises(InputError, match=r"bad\.yaml.*YAML"):
         load_config(bad)
     assert isinstance(load_config(), RunConfig)
+
+
+def test_config_values_as_users_write_them():
+    """1e-4 (YAML 1.1 reads it as text), None (Python's null) and broken YAML in --set."""
+    cfg = load_config(overrides=["optim.lr=1e-4", "data.balance=None", "train.ema_decay=null"])
+    assert cfg.optim.lr == 1e-4 and cfg.data.balance is None and cfg.train.ema_decay is None
+    with pytest.raises(InputError, match=r"--set: model.name: value '\[unet' is not valid YAML"):
+        load_config(overrides=["model.name=[unet"])
+    with pytest.raises(InputError, match="expected float"):
+        load_config(overrides=["optim.lr=fast"])
+
+
+def test_bad_devices_and_settings_are_clear_errors_on_the_command_line(tmp_path, capsys):
+    from lungmtl.cli import main
+    from lungmtl.device import resolve_device
+
+    with pytest.raises(InputError, match="'bogus' is not a device"):
+        resolve_device("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+    for bad in ("train.grad_accum=0", "train.device=bogus", "model.name=[unet"):
+        code = main(["train", "--out", str(tmp_path / "r"), "--set", bad, "-q"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("lungmtl: error:"), (bad, err)
+        assert "Traceback" not in err
