@@ -30,6 +30,7 @@ Decisions:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -48,7 +49,14 @@ import torch
 from PIL import Image
 
 from .config import RunConfig, from_dict
-from .data.io import RASTER_SUFFIXES, ImageData, read_image, suffix_of, write_mask_like
+from .data.io import (
+    GAP_FACTOR,
+    RASTER_SUFFIXES,
+    ImageData,
+    read_image,
+    suffix_of,
+    write_mask_like,
+)
 from .data.preprocess import PreprocessConfig, paste_back, preprocess_slice
 from .data.sources import load_slice, read_manifest
 from .device import resolve_device
@@ -132,6 +140,8 @@ class Case:
         has_geometry: spacing is real (mm), so volumes in mL can be reported.
         warnings: messages raised while reading.
         read_s: seconds spent reading.
+        breaks: (Z,) bool or None: True where slice k does not follow slice k - 1 (a gap in
+            the slice numbers), so no run of "consecutive" positive slices spans it.
     """
 
     name: str
@@ -141,6 +151,7 @@ class Case:
     has_geometry: bool
     warnings: list[str] = field(default_factory=list)
     read_s: float = 0.0
+    breaks: np.ndarray | None = None
 
 
 @dataclass
@@ -277,16 +288,20 @@ def _volume_case(path: Path, allow_gaps: bool) -> Case:
         data = read_image(path, gaps="warn" if allow_gaps else "error")
     arr = data.array if data.array.ndim == 3 else data.array[None]
     if data.array.ndim == 2:
-        spacing = (1.0, *data.spacing)
-        data = ImageData(arr, data.kind, spacing, data.affine, data.path)
+        # A single slice: its thickness (DICOM SliceThickness) is the affine's z column.
+        dz = float(np.linalg.norm(data.affine[:3, 0])) if data.affine is not None else 1.0
+        data = dataclasses.replace(data, array=arr, spacing=(dz, *data.spacing))
     ids = [str(k) for k in range(arr.shape[0])]
+    notes = [str(w.message) for w in caught]
+    if data.affine is not None and not data.spacing_known:
+        notes.append("the file gives no pixel spacing: no volumes in mL")
     return Case(
         _case_name(path),
         data,
         None,
         ids,
-        data.affine is not None,
-        [str(w.message) for w in caught],
+        data.affine is not None and data.spacing_known,
+        notes,
     )
 
 
@@ -424,7 +439,15 @@ def _manifest_cases(
             data = ImageData(vol, metas[0].kind, spacing, affine, folder)
             lung = np.stack(lungs) if all(m is not None for m in lungs) else None
             read_s = time.perf_counter() - t
-            out.append(Case(name, data, lung, ids, affine is not None, notes, read_s))
+            breaks = _id_breaks(ids)
+            if breaks is not None and breaks.any():
+                notes.append(
+                    f"slice numbers jump at {int(breaks.sum())} place(s): runs of consecutive "
+                    "positive slices do not span a jump"
+                )
+            physical = affine is not None and all(m.spacing_known for m in metas)
+            case = Case(name, data, lung, ids, physical, notes, read_s, breaks)
+            out.append(case)
         except InputError as e:
             out.append(CaseResult(name, str(folder), False, str(e)))
         except Exception as e:  # one patient's failure must not stop the others
@@ -514,13 +537,26 @@ def _rss_mb() -> float:
         return float("nan")
 
 
-def longest_run(flags: np.ndarray) -> int:
-    """Length of the longest run of True values."""
+def longest_run(flags: np.ndarray, breaks: np.ndarray | None = None) -> int:
+    """Length of the longest run of True values (a run restarts where ``breaks`` is True)."""
+    gaps = np.zeros(len(flags), bool) if breaks is None else np.asarray(breaks, dtype=bool)
     best = run = 0
-    for f in np.asarray(flags, dtype=bool):
-        run = run + 1 if f else 0
+    for f, gap in zip(np.asarray(flags, dtype=bool), gaps, strict=True):
+        run = (1 if gap else run + 1) if f else 0
         best = max(best, run)
     return best
+
+
+def _id_breaks(ids: list[str]) -> np.ndarray | None:
+    """Gaps in numeric slice ids: a step over GAP_FACTOR x the median step (None: not numbers)."""
+    numbers = pd.to_numeric(pd.Series(ids, dtype=object), errors="coerce").to_numpy(float)
+    if len(numbers) < 2 or not np.isfinite(numbers).all():
+        return None
+    steps = np.abs(np.diff(numbers))
+    median = float(np.median(steps))
+    if median <= 0:
+        return None
+    return np.r_[False, steps > GAP_FACTOR * median]
 
 
 def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictOptions) -> dict:
@@ -586,7 +622,7 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
     inf_in_lung = (mask.astype(bool) & lung).reshape(z, -1).sum(axis=1).astype(int)
     positive = p_inf >= opts.threshold
     need = max(1, min(opts.min_consecutive, z))
-    run = longest_run(positive)
+    run = longest_run(positive, case.breaks)
     order = np.lexsort((-p_inf, -inf_px))  # most infected pixels first, then most confident
     top = [int(k) for k in order[: opts.top_k] if inf_px[k] > 0 or positive[k]]
     slices = pd.DataFrame(

@@ -71,6 +71,9 @@ def test_corrupt_file_names_file_and_row_and_leaves_no_partial_cache(phantom, tm
     assert list(skipped["file"]) == [bad]
     assert len(cache) == len(table) - 1
     assert bad not in set(cache.table["image"])
+    # The same inputs again without skip_bad: the cache that skipped it is not quietly reused.
+    with pytest.raises(InputError, match=r"row 5.*1 unreadable slice.*skipped\.csv"):
+        build_cache(table, CFG, cache_dir, workers=workers, progress=False)
 
 
 def test_nan_pixels_are_reported(phantom, tmp_path):

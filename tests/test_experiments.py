@@ -75,9 +75,13 @@ def test_grid_writes_mean_std_and_paired_tests(grid_run):
     assert pd.isna(res.loc["cls_weight0", "accuracy_mean"])
     assert pd.isna(res.loc["cls_weight0", "vs_baseline_correct_p"])
     assert 0 <= res.loc["cls_weight0", "vs_baseline_dice_p"] <= 1
-    # the per-patient Dice test needs two test patients; this tiny split has one
-    assert "vs_baseline_dice_patients_p" in res.columns
-    assert pd.isna(res.loc["cls_weight0", "vs_baseline_dice_patients_p"])
+    # the per-patient Dice test is reported beside the slice test (defined from 2 patients)
+    per_seed = pd.read_csv(out / "paired_tests.csv")
+    row = per_seed[(per_seed["variant"] == "cls_weight0") & (per_seed["seeds"] == "0")].iloc[0]
+    preds = pd.read_csv(out / "runs" / "cls_weight0-seed0" / "eval" / "predictions.csv")
+    assert row["n_patients_dice"] == preds.dropna(subset=["dice"])["patient"].nunique()
+    p = res.loc["cls_weight0", "vs_baseline_dice_patients_p"]
+    assert pd.isna(p) if row["n_patients_dice"] < 2 else 0 <= p <= 1
     # pooled over the two seeds: twice the test slices of one run
     assert res.loc["cls_weight0", "vs_baseline_n_slices"] == 2 * runs["n_slices"].iloc[0]
     assert pd.isna(res.loc["cls_weight1", "vs_baseline_dice_p"])  # the baseline itself

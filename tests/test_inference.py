@@ -22,9 +22,11 @@ from lungmtl.errors import InputError
 from lungmtl.inference import (
     PredictOptions,
     Predictor,
+    _id_breaks,
     iter_cases,
     longest_run,
     predict,
+    predict_case,
 )
 from lungmtl.models import MultiTaskOutput, create_model, save
 
@@ -144,6 +146,48 @@ def test_longest_run_and_the_verdict_rule():
     assert longest_run(np.array([1, 1, 0, 1, 1, 1, 0], bool)) == 3
     assert longest_run(np.zeros(4, bool)) == 0
     assert longest_run(np.array([], bool)) == 0
+    # slices 10, 40, 90 of a manifest are not consecutive, however positive
+    breaks = _id_breaks(["10", "40", "90"])
+    assert breaks is None or longest_run(np.ones(3, bool), breaks) == 3  # even steps: no jump
+    jumps = _id_breaks(["1", "2", "3", "20", "21"])
+    assert jumps.tolist() == [False, False, False, True, False]
+    assert longest_run(np.ones(5, bool), jumps) == 3
+    assert _id_breaks(["IM-1", "IM-2"]) is None
+
+
+def test_slice_number_jumps_break_the_run_of_a_manifest_patient(tmp_path):
+    """Slices 1-2 and 30-31 of one patient, all positive: no 3 consecutive slices."""
+    data = write_phantom_dataset(tmp_path / "d", n_patients=2, n_slices=4, size=64, seed=0)
+    table = pd.read_csv(data / "manifest.csv", keep_default_na=False)
+    rows = table[table["patient"] == table["patient"].iloc[0]].copy()
+    rows["slice"] = ["1", "2", "30", "31"]
+    rows.to_csv(data / "manifest.csv", index=False)
+    (case,) = list(iter_cases([data]))
+    assert case.breaks.tolist() == [False, False, True, False]
+    assert any("slice numbers jump" in w for w in case.warnings)
+
+    class EverySliceInfected(nn.Module):
+        def forward(self, x: torch.Tensor) -> MultiTaskOutput:
+            cls = torch.tensor([[-10.0, 10.0]]).expand(len(x), 2)
+            return MultiTaskOutput(torch.zeros_like(x), cls)
+
+    always = Predictor(EverySliceInfected(), PreprocessConfig(size=64), torch.device("cpu"), "x")
+    summary = predict_case(always, case, tmp_path / "out", PredictOptions(report=False))
+    assert summary["verdict"] == "healthy" and summary["longest_positive_run"] == 2
+
+
+def test_single_dicom_slices_report_their_thickness_and_no_ml_without_pixel_spacing(tmp_path):
+    from test_io import write_dicom
+
+    pixels = np.full((64, 64), 24, np.uint16)
+    write_dicom(tmp_path / "a.dcm", pixels, z=0.0, series="1", instance=1)  # 2 mm thick
+    (case,) = list(iter_cases([tmp_path / "a.dcm"]))
+    assert case.image.spacing == pytest.approx((2.0, 0.7, 0.8)) and case.has_geometry
+    ds = pydicom.dcmread(tmp_path / "a.dcm")
+    del ds.PixelSpacing
+    ds.save_as(tmp_path / "b.dcm")
+    (case,) = list(iter_cases([tmp_path / "b.dcm"]))
+    assert not case.has_geometry and any("no pixel spacing" in w for w in case.warnings)
 
 
 def _bad_inputs(tmp_path):

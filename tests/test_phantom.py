@@ -55,6 +55,15 @@ def test_lesions_inside_lungs_and_on_some_slices_only(volume):
     assert (volume.multiclass == 2).any() or (volume.multiclass == 1).any()
 
 
+def test_the_top_fifth_is_lesion_free_for_every_seed():
+    """Shape noise can stretch a lesion past its z radius; it still stops below the top fifth
+    (seed 26 of 24 x 64 px used to put a lesion on slice 4 with the healthy top at 0-4)."""
+    for seed in range(30):
+        v = make_phantom_volume(seed, n_slices=24, size=64, infected=True)
+        first = int(np.ceil(0.2 * 24))
+        assert not v.infection[:first].any(), seed
+
+
 def test_healthy_volume_has_no_lesions():
     healthy = make_phantom_volume(7, n_slices=8, size=64, infected=False)
     assert not healthy.infection.any() and healthy.lung.any()

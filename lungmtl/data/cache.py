@@ -113,7 +113,18 @@ def build_cache(
     cache_dir = Path(cache_dir).expanduser()
     root = cache_dir / cache_key(table, config)
     if (root / "meta.json").exists():
-        return open_cache(root)
+        cache = open_cache(root)
+        if not skip_bad:  # built by a run that skipped bad slices: this one wants to know
+            report = skipped_report(cache)
+            if len(report):
+                first = report.iloc[0]
+                raise InputError(
+                    str(first["file"]),
+                    f"{first['problem']} ({len(report)} unreadable slice(s) in all, listed "
+                    f"in {root / 'skipped.csv'}; set data.skip_bad=true to train without them)",
+                    row=int(first["row"]),
+                )
+        return cache
     table = table.reset_index(drop=True)
     rows = table.to_dict("records")
     jobs = [(r, config) for r in rows]

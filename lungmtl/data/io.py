@@ -67,6 +67,8 @@ class ImageData:
         affine: 4x4 mapping indices of ``array`` ((z, row, col), or (0, row, col) for a slice) to
             RAS+ world millimetres; ``None`` where the file holds no geometry.
         path: the file or folder read.
+        spacing_known: the file states its pixel spacing (a DICOM without PixelSpacing gets
+            1 mm pixels to keep a usable affine, but no volume should be reported from it).
         reoriented: the file stores its voxels in another order than the canonical view (a
             prone DICOM, most NIfTI files): a mask without geometry (PNG, ``.npy``) cannot be
             laid on it, since nothing says which of the two orders it follows.
@@ -78,6 +80,7 @@ class ImageData:
     affine: np.ndarray | None
     path: Path
     reoriented: bool = False
+    spacing_known: bool = True
 
 
 def suffix_of(path: str | Path) -> str:
@@ -335,7 +338,8 @@ def _read_dicom_file(path: Path) -> ImageData:
         # Not an axial slice: keep the stored in-plane order rather than a sideways view.
         vol, affine, reoriented = arr[None], stored, False
     image = vol[0]
-    return ImageData(_readonly(image), "hu", _spacing(affine)[1:], affine, path, reoriented)
+    known = "PixelSpacing" in ds and bool(ds.get("PixelSpacing"))
+    return ImageData(_readonly(image), "hu", _spacing(affine)[1:], affine, path, reoriented, known)
 
 
 def dicom_series(folder: str | Path) -> dict[str, list[Path]]:
@@ -425,8 +429,9 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
     lps[:3, 3] = first
     stored = _lps_to_ras() @ lps
     vol, affine = to_canonical(vol, stored, folder)
+    known = all("PixelSpacing" in ds and bool(ds.get("PixelSpacing")) for _, ds in datasets)
     return ImageData(
-        _readonly(vol), "hu", _spacing(affine), affine, folder, _reorients(stored, folder)
+        _readonly(vol), "hu", _spacing(affine), affine, folder, _reorients(stored, folder), known
     )
 
 

@@ -185,6 +185,8 @@ def _lesions(
     first = max(1, int(np.ceil(0.2 * z_n)))  # the top fifth stays healthy
     half_extent = max(1, z_n // 6)
     shape_noise = _smooth_noise(rng, lung.shape, (1.0, 4.0 * n / 256, 4.0 * n / 256))
+    # The noise may stretch a blob past its z radius: keep it below the healthy top anyway.
+    allowed = lung & (np.arange(z_n) >= first)[:, None, None]
     for _ in range(int(rng.integers(2, 6))):
         zc = int(rng.integers(first + half_extent, max(first + half_extent + 1, z_n - 1)))
         zc = min(zc, z_n - 1)
@@ -199,10 +201,10 @@ def _lesions(
         zr = rng.uniform(1.0, half_extent + 0.5)
         dz = (np.arange(z_n, dtype=np.float32)[:, None, None] - zc) / zr
         r = np.sqrt(((x - cx) / radius) ** 2 + ((y - cy) / (radius * 0.8)) ** 2 + dz**2)
-        blob = (r + 0.25 * shape_noise < 1.0) & lung
+        blob = (r + 0.25 * shape_noise < 1.0) & allowed
         labels[blob & (labels == 0)] = 1
         if rng.random() < 0.5:  # a consolidated core in about half of the lesions
-            labels[(r + 0.25 * shape_noise < 0.45) & lung] = 2
+            labels[(r + 0.25 * shape_noise < 0.45) & allowed] = 2
     return labels
 
 
