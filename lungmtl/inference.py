@@ -317,6 +317,23 @@ def _stack_affine(images: list[ImageData]) -> np.ndarray | None:
     return affine
 
 
+def _volume_rows_affine(rows: pd.DataFrame, metas: list[ImageData]) -> np.ndarray | None:
+    """The affine of manifest rows that index one volume file at evenly stepped z indices
+    (``index`` i0, i0 + d, ...): the volume's affine moved to i0, z step times d; else None."""
+    volume = metas[0]
+    if volume.affine is None or any(m.path != volume.path for m in metas):
+        return None
+    index = rows["index"].astype(int).to_numpy()
+    steps = np.diff(index)
+    if len(steps) and (steps[0] == 0 or not (steps == steps[0]).all()):
+        return None
+    affine = np.array(volume.affine, dtype=np.float64)
+    affine[:3, 3] = affine[:3, :3] @ np.array([index[0], 0.0, 0.0]) + affine[:3, 3]
+    if len(steps):
+        affine[:3, 0] *= steps[0]
+    return affine
+
+
 def _natural_key(text: str) -> tuple:
     """Sort key in which digit runs compare as numbers: ``IM-2 < IM-10``, ``z2.png < z10.png``.
 
@@ -431,7 +448,10 @@ def _manifest_cases(
                     sname = _claim(taken, f"{name}_{_safe(sid)}")
                     out.append(Case(sname, data, lung3, [sid], False, [*notes, warn]))
                 continue
-            affine = _stack_affine(metas) if metas[0].array.ndim == 2 else None
+            if metas[0].array.ndim == 2:
+                affine = _stack_affine(metas)
+            else:
+                affine = _volume_rows_affine(rows, metas)
             vol = np.stack(slices)
             spacing = (1.0, 1.0, 1.0)
             if affine is not None:

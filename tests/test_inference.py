@@ -103,6 +103,22 @@ def test_nifti_mask_keeps_the_input_geometry(tmp_path):
     assert len(table) == stored.shape[2] and table["infected_px"].sum() == mask.sum()
 
 
+def test_manifest_rows_of_one_nifti_volume_keep_its_geometry(tmp_path):
+    """Rows indexing every second slice (2, 4, 6) of one NIfTI: mL from its spacing, with the
+    z step doubled, instead of no volumes at all."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _phantom_nifti(src / "scan.nii.gz")
+    rows = [f"scan.nii.gz,infected,p1,{k},{k}" for k in (2, 4, 6)]
+    (src / "manifest.csv").write_text("image,label,patient,index,slice\n" + "\n".join(rows))
+    [r] = predict("unused", [src], tmp_path / "out", FAST, predictor=_bright_predictor())
+    assert r.ok, r.message
+    s = r.summary
+    assert s["spacing_mm"] == pytest.approx([8.0, 1.1, 1.2])
+    mask = np.asarray(nib.load(tmp_path / "out" / "p1" / "mask.nii.gz").dataobj)
+    assert s["infected_ml"] == pytest.approx(mask.sum() * 8.0 * 1.1 * 1.2 / 1000, rel=1e-3)
+
+
 @pytest.mark.realdata
 def test_dicom_series_mask_lands_on_the_right_voxels(real_data, tmp_path):
     series = real_data / "covid-ct-md" / "P001"
