@@ -187,6 +187,22 @@ def from_dict(cls: type, d: dict, where: str = "config") -> Any:
         raise InputError(where, str(e)) from None
 
 
+def comparable(d: Any, ignore: tuple[str, ...] = ()) -> dict | None:
+    """A run config dict read back through :class:`RunConfig` (so one written before an option
+    existed gets its default), without the dotted keys in ``ignore``; None where ``d`` is not a
+    readable run config. Two runs are the same run where these are equal."""
+    if not isinstance(d, dict):
+        return None
+    try:
+        out = to_dict(from_dict(RunConfig, d, "run config"))
+    except (ValueError, TypeError):  # InputError included
+        return None
+    for key in ignore:
+        section, name = key.split(".")
+        out.get(section, {}).pop(name, None)
+    return out
+
+
 def to_dict(cfg: Any) -> dict:
     """Plain, YAML-safe dict (tuples become lists)."""
 

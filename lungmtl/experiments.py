@@ -48,7 +48,7 @@ import pandas as pd
 import yaml
 
 from .compare import paired_tests
-from .config import RunConfig, apply_overrides, from_dict, to_dict
+from .config import RunConfig, apply_overrides, comparable, from_dict, to_dict
 from .errors import InputError
 from .report import fmt
 
@@ -157,14 +157,12 @@ class PlannedRun:
         if not path.is_file():
             return False
         try:
-            saved = to_dict(from_dict(RunConfig, yaml.safe_load(path.read_text()) or {}))
-        except (InputError, yaml.YAMLError, TypeError):
+            saved = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
             return False
-        want = to_dict(self.cfg)
-        for d in (saved, want):
-            d["train"].pop("device", None)
-            d["data"].pop("cache_dir", None)
-        return saved == want
+        same = ("train.device", "data.cache_dir")
+        saved = comparable(saved, same)
+        return saved is not None and saved == comparable(to_dict(self.cfg), same)
 
     def evaluated(self, ev: str) -> bool:
         """Evaluation ``ev`` exists, of the data this plan asks for, and is newer than best.pt."""

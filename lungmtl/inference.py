@@ -53,6 +53,7 @@ from .data.io import (
     GAP_FACTOR,
     RASTER_SUFFIXES,
     ImageData,
+    affine_spacing,
     read_image,
     suffix_of,
     write_mask_like,
@@ -289,7 +290,7 @@ def _volume_case(path: Path, allow_gaps: bool) -> Case:
     arr = data.array if data.array.ndim == 3 else data.array[None]
     if data.array.ndim == 2:
         # A single slice: its thickness (DICOM SliceThickness) is the affine's z column.
-        dz = float(np.linalg.norm(data.affine[:3, 0])) if data.affine is not None else 1.0
+        dz = affine_spacing(data.affine)[0] if data.affine is not None else 1.0
         data = dataclasses.replace(data, array=arr, spacing=(dz, *data.spacing))
     ids = [str(k) for k in range(arr.shape[0])]
     notes = [str(w.message) for w in caught]
@@ -455,7 +456,7 @@ def _manifest_cases(
             vol = np.stack(slices)
             spacing = (1.0, 1.0, 1.0)
             if affine is not None:
-                spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+                spacing = affine_spacing(affine)
             data = ImageData(vol, metas[0].kind, spacing, affine, folder)
             lung = np.stack(lungs) if all(m is not None for m in lungs) else None
             read_s = time.perf_counter() - t

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from .config import RunConfig, from_dict, save_config, to_dict
+from .config import RunConfig, comparable, save_config, to_dict
 from .data.augment import apply_affine, random_affine_matrices
 from .data.build import BuiltDataset, build_dataset
 from .data.dataset import SliceTensors
@@ -92,26 +92,8 @@ def validation_metrics(model, data: SliceTensors, loss_fn, device, batch_size) -
     }
 
 
-def _resumable(cfg: dict | None) -> dict | None:
-    """The config without the keys that may change when a run is resumed or extended.
-
-    The dict is read back through :class:`RunConfig` first, so a checkpoint written before an
-    option existed compares with its default (and an unreadable one with nothing)."""
-    if cfg is None:
-        return None
-    try:
-        cfg = to_dict(from_dict(RunConfig, cfg, "checkpoint run_config"))
-    except (InputError, ValueError, TypeError):
-        return None
-    out = {k: dict(v) for k, v in cfg.items()}
-    for section, key in (
-        ("train", "epochs"),
-        ("train", "early_stopping"),
-        ("train", "device"),
-        ("data", "cache_dir"),
-    ):
-        out.get(section, {}).pop(key, None)
-    return out
+#: Keys that may change when a run is resumed or extended.
+RESUMABLE_CHANGES = ("train.epochs", "train.early_stopping", "train.device", "data.cache_dir")
 
 
 def ema_update(decay: float):
@@ -409,7 +391,9 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     best = {"epoch": -1, "value": math.inf if minimise else -math.inf}
     if resume and (run_dir / "last.pt").exists():
         ck = checkpoint.read(run_dir / "last.pt", map_location=device)
-        if _resumable(ck.get("run_config")) != _resumable(to_dict(cfg)):
+        if comparable(ck.get("run_config"), RESUMABLE_CHANGES) != comparable(
+            to_dict(cfg), RESUMABLE_CHANGES
+        ):
             raise CheckpointError(
                 run_dir / "last.pt",
                 "was trained with a different config (only train.epochs, train.early_stopping, "

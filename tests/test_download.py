@@ -139,7 +139,9 @@ def test_http_416_for_a_whole_part_file_is_not_a_failure(
             download("toy", dest, base_url=base, progress=False)
         assert seen == [f"bytes={len(body)}-"] and not (dest / "b.bin.part").exists()
         register(monkeypatch, RemoteFile("https://unused/b.bin", "b.bin", size=len(body) + 1))
-        (dest / "b.bin.part").write_bytes(body)  # no checksum: _whole cannot tell, so fetch
+        (dest / "b.bin.part").write_bytes(
+            body
+        )  # no checksum: the .part cannot be trusted as whole, so fetch
         with pytest.raises(InputError, match=r"size 500 != expected 501"):
             download("toy", dest, base_url=base, progress=False)
     finally:

@@ -159,17 +159,6 @@ def _fetch(url: str, part: Path, size: int | None, progress: bool) -> None:
         raise InputError(url, f"download failed ({e}); run again to resume") from None
 
 
-def _whole(part: Path, f: RemoteFile) -> bool:
-    """Whether ``part`` already holds the complete, published file (checked by its checksum)."""
-    if not part.exists() or not (f.sha256 or f.md5):
-        return False
-    if f.size is not None and part.stat().st_size != f.size:
-        return False
-    if f.sha256:
-        return file_digest(part, "sha256") == f.sha256.lower()
-    return file_digest(part, "md5") == f.md5.lower()
-
-
 def _skip(resp: object, n: int) -> None:
     """Discard the first ``n`` bytes of a non-HTTP stream (``file://`` cannot seek via urllib)."""
     while n > 0:
@@ -179,8 +168,9 @@ def _skip(resp: object, n: int) -> None:
         n -= len(chunk)
 
 
-def _verify(path: Path, f: RemoteFile, where: str) -> str:
-    """Check size and digests; on mismatch delete the file and raise. Returns the sha256."""
+def _verify(path: Path, f: RemoteFile, where: str, *, remove: bool = True) -> str:
+    """Check size and digests; on mismatch delete the file (unless not ``remove``) and raise.
+    Returns the sha256."""
     sha = file_digest(path, "sha256")
     problems = []
     if f.size is not None and path.stat().st_size != f.size:
@@ -192,6 +182,8 @@ def _verify(path: Path, f: RemoteFile, where: str) -> str:
         if md5 != f.md5.lower():
             problems.append(f"md5 {md5} != expected {f.md5}")
     if problems:
+        if not remove:
+            raise InputError(where, "checksum mismatch: " + "; ".join(problems))
         path.unlink(missing_ok=True)
         raise InputError(
             where, "checksum mismatch: " + "; ".join(problems) + " (file removed; run again)"
@@ -307,9 +299,16 @@ def download(
         final = to / f.filename
         if not final.exists():
             part = to / f"{f.filename}.part"
-            if not _whole(part, f):  # a .part finished by a run stopped while verifying
+            sha = None
+            sized = f.size is None or (part.exists() and part.stat().st_size == f.size)
+            if part.exists() and (f.sha256 or f.md5) and sized:
+                try:  # a .part finished by a run stopped while verifying: no fetch needed
+                    sha = _verify(part, f, url, remove=False)
+                except InputError:
+                    sha = None
+            if sha is None:
                 _fetch(url, part, f.size, progress)
-            sha = _verify(part, f, url)
+                sha = _verify(part, f, url)
             os.replace(part, final)
         else:
             sha = _verify(

@@ -117,7 +117,8 @@ def to_canonical(
     return np.ascontiguousarray(out), new_affine
 
 
-def _spacing(affine: np.ndarray) -> tuple[float, ...]:
+def affine_spacing(affine: np.ndarray) -> tuple[float, ...]:
+    """Millimetres per voxel along each array axis: the lengths of the affine's columns."""
     return tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
 
 
@@ -199,8 +200,11 @@ def _read_raster(path: Path, *, labels: bool) -> np.ndarray:
 # ---------------------------------------------------------------- NIfTI
 
 
-def _load_nifti(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """Array (3D, canonical view) and affine of a NIfTI file (``dtype=None``: as stored)."""
+def _load_nifti(
+    path: Path, dtype: type | None = np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Array (3D, canonical view) and its affine, and the file's own affine, of a NIfTI file
+    (``dtype=None``: values as stored)."""
     try:
         img = nib.load(path)
         data = np.asarray(img.dataobj)
@@ -211,7 +215,7 @@ def _load_nifti(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray
     if dtype is not None:
         data = data.astype(dtype, copy=False)
     _check_finite(data, path)
-    return to_canonical(data, affine, path)
+    return (*to_canonical(data, affine, path), affine)
 
 
 def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
@@ -250,7 +254,7 @@ def _lps_to_ras() -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def _dicom_numbers(ds: pydicom.Dataset, key: str, n: int, path: Path) -> np.ndarray | None:
+def dicom_numbers(ds: pydicom.Dataset, key: str, n: int, path: Path) -> np.ndarray | None:
     """The ``n`` numbers of a multi-valued DICOM attribute; None where it is absent or empty."""
     value = ds.get(key)
     if value is None or value == "":
@@ -265,6 +269,11 @@ def _dicom_numbers(ds: pydicom.Dataset, key: str, n: int, path: Path) -> np.ndar
     return arr
 
 
+def _states_spacing(ds: pydicom.Dataset) -> bool:
+    """Whether the file gives PixelSpacing (else :func:`_slice_geometry` assumes 1 mm)."""
+    return bool(ds.get("PixelSpacing"))
+
+
 def _slice_geometry(
     ds: pydicom.Dataset, path: Path
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -275,9 +284,9 @@ def _slice_geometry(
             Patient without 6 numbers or with parallel/zero directions, ImagePositionPatient
             without 3, PixelSpacing without 2 positive numbers).
     """
-    iop = _dicom_numbers(ds, "ImageOrientationPatient", 6, path)
-    ipp = _dicom_numbers(ds, "ImagePositionPatient", 3, path)
-    ps = _dicom_numbers(ds, "PixelSpacing", 2, path)
+    iop = dicom_numbers(ds, "ImageOrientationPatient", 6, path)
+    ipp = dicom_numbers(ds, "ImagePositionPatient", 3, path)
+    ps = dicom_numbers(ds, "PixelSpacing", 2, path)
     row = iop[:3] if iop is not None else np.array([1.0, 0.0, 0.0])
     col = iop[3:] if iop is not None else np.array([0.0, 1.0, 0.0])
     if np.linalg.norm(np.cross(row, col)) < 1e-3:
@@ -338,8 +347,10 @@ def _read_dicom_file(path: Path) -> ImageData:
         # Not an axial slice: keep the stored in-plane order rather than a sideways view.
         vol, affine, reoriented = arr[None], stored, False
     image = vol[0]
-    known = "PixelSpacing" in ds and bool(ds.get("PixelSpacing"))
-    return ImageData(_readonly(image), "hu", _spacing(affine)[1:], affine, path, reoriented, known)
+    known = _states_spacing(ds)
+    return ImageData(
+        _readonly(image), "hu", affine_spacing(affine)[1:], affine, path, reoriented, known
+    )
 
 
 def dicom_series(folder: str | Path) -> dict[str, list[Path]]:
@@ -429,9 +440,15 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
     lps[:3, 3] = first
     stored = _lps_to_ras() @ lps
     vol, affine = to_canonical(vol, stored, folder)
-    known = all("PixelSpacing" in ds and bool(ds.get("PixelSpacing")) for _, ds in datasets)
+    known = all(_states_spacing(ds) for _, ds in datasets)
     return ImageData(
-        _readonly(vol), "hu", _spacing(affine), affine, folder, _reorients(stored, folder), known
+        _readonly(vol),
+        "hu",
+        affine_spacing(affine),
+        affine,
+        folder,
+        _reorients(stored, folder),
+        known,
     )
 
 
@@ -445,11 +462,10 @@ def _read_uncached(path: Path, series: str | None, gaps: str) -> ImageData:
     if suffix == ".dcm":
         return _read_dicom_file(path)
     if suffix in NIFTI_SUFFIXES:
-        vol, affine = _load_nifti(path)
-        stored = np.asarray(nib.load(path).affine, dtype=np.float64)  # header only
+        vol, affine, stored = _load_nifti(path)
         kind = guess_kind(vol)
         return ImageData(
-            _readonly(vol), kind, _spacing(affine), affine, path, _reorients(stored, path)
+            _readonly(vol), kind, affine_spacing(affine), affine, path, _reorients(stored, path)
         )
     if suffix in RASTER_SUFFIXES:
         arr = _read_raster(path, labels=False).astype(np.float32, copy=False)
@@ -496,7 +512,7 @@ def _mask_cached(path: Path, stamp: tuple[int, int]) -> np.ndarray:
 def _read_mask_uncached(path: Path) -> np.ndarray:
     suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
-        data, _ = _load_nifti(path, dtype=None)  # masks: keep the stored integers (memory)
+        data, _, _ = _load_nifti(path, dtype=None)  # masks: keep the stored integers (memory)
     elif suffix in RASTER_SUFFIXES:
         data = _read_raster(path, labels=True)
     elif suffix == ".npy":

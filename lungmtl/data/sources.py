@@ -34,6 +34,7 @@ from ..errors import InputError
 from .io import (
     IMAGE_SUFFIXES,
     NIFTI_SUFFIXES,
+    dicom_numbers,
     dicom_series,
     read_image,
     read_mask,
@@ -506,13 +507,13 @@ def _dicom_order(files: list[Path]) -> list[Path]:
     keys = []
     for i, f in enumerate(files):
         ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-        iop, ipp = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient")
-        try:  # a malformed geometry (wrong count, text) falls back to InstanceNumber
-            iop6, ipp3 = [float(v) for v in iop], [float(v) for v in ipp]
-            if len(iop6) != 6 or len(ipp3) != 3:
+        try:  # missing or malformed geometry (wrong count, text) falls back to InstanceNumber
+            iop = dicom_numbers(ds, "ImageOrientationPatient", 6, f)
+            ipp = dicom_numbers(ds, "ImagePositionPatient", 3, f)
+            if iop is None or ipp is None:
                 raise ValueError
-            keys.append((0, float(np.dot(ipp3, np.cross(iop6[:3], iop6[3:])))))
-        except (TypeError, ValueError):
+            keys.append((0, float(np.dot(ipp, np.cross(iop[:3], iop[3:])))))
+        except ValueError:  # InputError included
             try:
                 keys.append((1, float(ds.get("InstanceNumber", i) or i)))
             except (TypeError, ValueError):
