@@ -33,8 +33,10 @@ from .report import (
     markdown_table,
     overlay_sheet,
     roc_png,
+    volume_section,
 )
 from .training import build_from_config
+from .volume_metrics import DEFAULT_TOLERANCE, per_volume_block
 
 CLS_KEYS = ("accuracy", "sensitivity", "specificity", "auc", "precision", "f1", "mcc")
 SEG_KEYS = (
@@ -232,6 +234,7 @@ def evaluate(
     progress: bool = True,
     crf: bool = False,
     lung_only: bool = False,
+    nsd_tolerance: float = DEFAULT_TOLERANCE,
 ) -> dict:
     """Evaluate a checkpoint on ``data`` (never seen in training) or on its run's ``split``.
 
@@ -241,6 +244,10 @@ def evaluate(
     With ``lung_only`` the infection probability is zeroed outside the derived lung mask
     (dilated by 2 pixels, so pleural lesions survive): infection lies in the lung by definition,
     and the mask is computed from the image alone, as at inference time.
+
+    ``per_volume`` scores each patient's stack of masked slices (3 or more) as one volume: Dice,
+    normalised surface Dice within ``nsd_tolerance`` pixels, and the infected volume's error
+    (see :mod:`lungmtl.volume_metrics`).
 
     Writes ``metrics.json``, ``predictions.csv``, ``report.md``, ``confusion.png``,
     ``roc.png`` and ``overlays.png`` into ``out``; returns the metrics dict.
@@ -294,6 +301,14 @@ def evaluate(
     # that shares their source and flatters a source shortcut; the headline keeps them.
     truth = slice_truth(frame)
     metrics["slice_truth_only"] = classification_block(frame[truth])
+    metrics["per_volume"] = per_volume_block(
+        frame,
+        pred.seg_prob >= THRESHOLD,
+        masks,
+        cache.lungs[rows],
+        tolerance=nsd_tolerance,
+        n_boot=n_boot,
+    )
     # Intervals resample patients, not slices: a patient's slices are correlated.
     frame["group"] = frame["source"].astype(str) + "/" + frame["patient"].astype(str)
     inf = hm & (frame["y"] == 1).to_numpy() & (frame["lesion_share"] > 0).to_numpy()
@@ -429,6 +444,10 @@ Confusion matrix ([[TN, FP], [FN, TP]]): {m["confusion"]}
 ## Dice over infected slices by lesion size (share of the slice the true lesion covers)
 
 {lesion_table(m["dice_by_lesion_size"])}
+
+## Per volume (per-scan Dice and normalised surface Dice, as segmentation benchmarks report)
+
+{volume_section(m["per_volume"])}
 
 ![confusion](confusion.png) ![roc](roc.png)
 

@@ -30,6 +30,29 @@ CLS_COLUMNS = [
     ("mcc", "MCC (%)", 100),
 ]
 
+#: Per-volume summary (lungmtl.volume_metrics): one row per source, n = volumes.
+VOLUME_COLUMNS = [
+    ("dice_mean", "Dice mean (%)", 100),
+    ("dice_median", "Dice median (%)", 100),
+    ("nsd_mean", "NSD mean (%)", 100),
+    ("nsd_median", "NSD median (%)", 100),
+    ("dice_infected_mean", "Dice infected vols (%)", 100),
+    ("nsd_infected_mean", "NSD infected vols (%)", 100),
+    ("infected_share_mae", "MAE infected share of volume (pp)", 100),
+    ("lung_pct_mae", "MAE infected % of lung (pp)", 1),
+    ("relative_volume_mae", "MAE relative volume (%)", 100),
+]
+#: One row per volume.
+VOLUME_ROW_COLUMNS = [
+    ("dice", "Dice (%)", 100),
+    ("nsd", "NSD (%)", 100),
+    ("true_share", "true infected (% of volume)", 100),
+    ("pred_share", "predicted infected (% of volume)", 100),
+    ("true_lung_pct", "true (% of lung)", 1),
+    ("pred_lung_pct", "predicted (% of lung)", 1),
+    ("relative_error", "relative volume error (%)", 100),
+]
+
 
 def fmt(v, scale: float = 1, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
@@ -119,3 +142,29 @@ def overlay_sheet(cases: list[dict], path: Path, title: str = "") -> Path:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def volume_section(pv: dict) -> str:
+    """Markdown for the ``per_volume`` block: a summary per source, then one row per volume."""
+    if not pv or not pv.get("n_volumes"):
+        return f"No volumes ({pv.get('rule', 'none') if pv else 'none'})."
+
+    def ci(key: str) -> str:
+        v = pv.get(key)
+        return f"[{fmt(v[0], 100)}, {fmt(v[1], 100)}]" if v else "n/a"
+
+    summary = {"all volumes": {**pv, "n": pv["n_volumes"]}}
+    summary.update(
+        {f"source: {s}": {**b, "n": b["n_volumes"]} for s, b in pv.get("per_source", {}).items()}
+    )
+    rows = {f"{r['source']}/{r['patient']}": r for r in pv.get("volumes", [])}
+    return (
+        f"Volumes: {pv['rule']}; NSD tolerance {pv['tolerance_px']:g} px of the model grid "
+        "(a slice step counts as one pixel). 95% bootstrap CIs over volumes: "
+        f"Dice {ci('dice_ci')} %, NSD {ci('nsd_ci')} %. "
+        f"{pv['n_empty_truth']} volume(s) hold no infection (Dice/NSD 1 when none is predicted); "
+        "'infected vols' leaves them out. pp = percentage points.\n\n"
+        + markdown_table(summary, VOLUME_COLUMNS)
+        + "\n\nPer volume (n = slices):\n\n"
+        + markdown_table(rows, VOLUME_ROW_COLUMNS)
+    )
