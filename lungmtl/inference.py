@@ -4,7 +4,9 @@ One *case* per input: a DICOM series folder, a NIfTI (or ``.npy``) volume, a sin
 (PNG/JPEG/TIFF/DICOM file), or, for a folder in the manifest layout, one case per patient.
 Per case the steps are timed (read, preprocess, model, postprocess, write) and written under
 ``OUT/<case>/``: ``mask.nii.gz`` (the input's geometry), ``slices.csv``, ``summary.json``,
-``overlays.png``, ``gradcam.png`` and ``report.html`` (self-contained).
+``overlays.png``, ``thumbnail.jpg`` and ``report.html`` (self-contained: a viewer of every
+slice with the masks and Grad-CAM, see :mod:`lungmtl.html_report`); ``OUT/index.html`` lists
+the cases of a run, the failed ones with their reasons.
 
 Decisions:
 
@@ -93,7 +95,7 @@ class PredictOptions:
         top_k: number of most affected slices listed in the summary.
         allow_gaps: accept DICOM series with missing slices (with a warning in the summary).
         threads: torch CPU threads (None = torch's default).
-        report: write overlays.png, gradcam.png and report.html.
+        report: write overlays.png, thumbnail.jpg, report.html and OUT/index.html.
         shard: (k, n): predict only inputs k, k+n, k+2n, ... so that n processes (or torchrun
             ranks) share a large batch of scans without overlap.
         resume: skip cases whose ``summary.json`` (written last) already exists for the same
@@ -712,15 +714,11 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
             from . import html_report
 
             pictures = {"overlays": html_report.overlay_sheet(case, mask, slices, stage)}
-            if opts.gradcam and top:
-                pictures["gradcam"] = html_report.gradcam_sheet(
-                    predictor,
-                    images[top[: opts.gradcam]],
-                    seg_prob[top[: opts.gradcam]],
-                    [f"z={k} ({case.slice_ids[k]})" for k in top[: opts.gradcam]],
-                    stage,
-                )
+            explained = top[: opts.gradcam] if opts.gradcam else []
+            cams = html_report.gradcam_maps(predictor, images, boxes, explained)
+            view = html_report.ViewerData.of(case, mask, lung, need, cams)
             summary["pictures"] = {k: v.name for k, v in pictures.items()}
+            summary["gradcam_slices"] = explained
             summary["report"] = "report.html"
         lap("write", t)
         timing["total"] = round(time.perf_counter() - t0 + case.read_s, 3)
@@ -728,7 +726,7 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
         summary["rss_mb_after"] = memory
         summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         if opts.report:
-            html_report.write_report(summary, slices, stage)
+            html_report.write_report(summary, slices, stage, view)
         for f in sorted(stage.iterdir()):
             os.replace(f, out_dir / f.name)
     # Written last and atomically: its presence marks a finished case (see ``resume``).
@@ -820,4 +818,8 @@ def _predict_all(predictor, inputs, out: Path, options, k: int, n: int, echo) ->
         results.append(result)
         if echo:
             echo(result.line())
+    if options.report:  # OUT/index.html: every case of the batch, failed ones with reasons
+        from . import html_report
+
+        html_report.write_index(out, results)
     return results
