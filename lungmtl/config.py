@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,8 +13,31 @@ from typing import Any
 import yaml
 
 from .data.preprocess import PreprocessConfig
+from .data.sources import absolute_source
 from .errors import InputError
 from .models import ModelConfig
+
+
+def _need(ok: bool, problem: str) -> None:
+    """Refuse a config value at read time (``from_dict`` names the section)."""
+    if not ok:
+        raise ValueError(problem)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _count(name: str, value: int | None, least: int, none_ok: bool = False) -> None:
+    _need(
+        (none_ok and value is None) or (isinstance(value, int) and value >= least),
+        f"{name} must be an integer >= {least}{' or null' if none_ok else ''}, got {value!r}",
+    )
+
+
+def _share(name: str, value: float, low_open: bool = False) -> None:
+    ok = _finite(value) and (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0)
+    _need(ok, f"{name} must lie in {'(0' if low_open else '[0'}, 1], got {value!r}")
 
 
 @dataclass
@@ -46,6 +70,26 @@ class DataConfig:
     skip_bad: bool = False
     published_split: bool = False
 
+    def __post_init__(self) -> None:
+        fr = tuple(self.split)
+        _need(
+            len(fr) == 3 and all(_finite(f) and f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
+            f"split must be 3 non-negative train/val/test fractions summing to 1, got {list(fr)}"
+            + (f" (sum {sum(fr):g})" if all(_finite(f) for f in fr) else ""),
+        )
+        _need(fr[0] > 0 and fr[1] > 0, f"split needs train and val fractions > 0, got {list(fr)}")
+        _need(
+            self.balance is None or (_finite(self.balance) and self.balance > 0),
+            f"balance must be a number > 0 or null, got {self.balance!r}",
+        )
+        _count("split_seed", self.split_seed, 0)
+        _count("max_slices", self.max_slices, 1, none_ok=True)
+        _need(bool(self.sources), "sources is empty: give at least one data folder")
+        # Absolute from here on: a run's config.yaml (and checkpoint) then finds its data and
+        # cache from any working directory ("~" stays, it is no working-directory path).
+        self.sources = [absolute_source(s) for s in self.sources]
+        self.cache_dir = absolute_source(self.cache_dir, layouts=False)
+
 
 @dataclass
 class LossConfig:
@@ -57,6 +101,14 @@ class LossConfig:
     bce_weight: float = 0.0
     eps: float = 1.0
 
+    def __post_init__(self) -> None:
+        from .losses import MultiTaskLoss  # the loss's own checks, at read time
+
+        try:
+            MultiTaskLoss(**dataclasses.asdict(self))
+        except InputError as e:
+            raise ValueError(e.problem) from None
+
 
 @dataclass
 class OptimConfig:
@@ -65,6 +117,14 @@ class OptimConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     lr_decay: float = 0.96
+
+    def __post_init__(self) -> None:
+        _need(_finite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}")
+        _need(
+            _finite(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}",
+        )
+        _share("lr_decay", self.lr_decay, low_open=True)
 
 
 @dataclass
@@ -81,6 +141,23 @@ class AugmentConfig:
     zoom: tuple[float, float] = (0.9, 1.1)
     shear: float = 10.0
     expand: int = 1
+
+    def __post_init__(self) -> None:
+        _share("rot90", self.rot90)
+        _need(
+            _finite(self.shift) and 0 <= self.shift < 1,
+            f"shift must lie in [0, 1), got {self.shift!r}",
+        )
+        lo, hi = self.zoom
+        _need(
+            _finite(lo) and _finite(hi) and 0 < lo <= hi,
+            f"zoom must be [low, high] with 0 < low <= high, got {list(self.zoom)}",
+        )
+        _need(
+            _finite(self.shear) and 0 <= self.shear < 90,
+            f"shear must lie in [0, 90) degrees, got {self.shear!r}",
+        )
+        _count("expand", self.expand, 1)
 
 
 @dataclass
@@ -116,6 +193,13 @@ class TrainConfig:
     label_only_fraction: float = 1.0
     ema_decay: float | None = None
 
+    def __post_init__(self) -> None:
+        _count("epochs", self.epochs, 1)
+        _count("batch_size", self.batch_size, 1)
+        _count("num_workers", self.num_workers, 0)
+        _count("early_stopping", self.early_stopping, 0, none_ok=True)
+        _count("max_steps_per_epoch", self.max_steps_per_epoch, 1, none_ok=True)
+
 
 @dataclass
 class RunConfig:
@@ -128,6 +212,16 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        # The network halves the slice side once per level: refuse a size it cannot take now,
+        # not after the data set has been built.
+        d, size = self.model.divisor, self.preprocess.size
+        _need(
+            size % d == 0 and size >= 2 * d,
+            f"preprocess.size {size} does not suit model {self.model.name!r}: it must be a "
+            f"multiple of {d} and at least {2 * d} (e.g. {max(2 * d, round(size / d) * d)})",
+        )
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

@@ -351,6 +351,18 @@ def fit(
 def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     t = cfg.train
     torch.manual_seed(t.seed)
+    ck = None
+    if resume and (run_dir / "last.pt").exists():
+        # Checked before anything is built or written: a refused resume leaves the run as it was.
+        ck = checkpoint.read(run_dir / "last.pt", map_location=device)
+        if comparable(ck.get("run_config"), RESUMABLE_CHANGES) != comparable(
+            to_dict(cfg), RESUMABLE_CHANGES
+        ):
+            raise CheckpointError(
+                run_dir / "last.pt",
+                "was trained with a different config (only train.epochs, train.early_stopping, "
+                "train.device and data.cache_dir may change on resume)",
+            )
     if dataset is None:
         if not ddp.main:  # rank 0 builds the cache; the others then find it
             ddp.barrier()
@@ -389,16 +401,7 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     start = 0
     minimise = t.select_metric == "val_loss"
     best = {"epoch": -1, "value": math.inf if minimise else -math.inf}
-    if resume and (run_dir / "last.pt").exists():
-        ck = checkpoint.read(run_dir / "last.pt", map_location=device)
-        if comparable(ck.get("run_config"), RESUMABLE_CHANGES) != comparable(
-            to_dict(cfg), RESUMABLE_CHANGES
-        ):
-            raise CheckpointError(
-                run_dir / "last.pt",
-                "was trained with a different config (only train.epochs, train.early_stopping, "
-                "train.device and data.cache_dir may change on resume)",
-            )
+    if ck is not None:
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])

@@ -62,7 +62,7 @@ def test_corrupt_file_names_file_and_row_and_leaves_no_partial_cache(phantom, tm
     with open(bad, "r+b") as f:
         f.truncate(40)
     cache_dir = tmp_path / "cache"
-    with pytest.raises(InputError, match=r"row 5") as e:
+    with pytest.raises(InputError, match=r"row 6") as e:  # data row 6 of the manifest
         build_cache(table, CFG, cache_dir, workers=workers, progress=False)
     assert bad in str(e.value)
     assert not cache_dir.exists() or not any(cache_dir.iterdir())
@@ -72,7 +72,7 @@ def test_corrupt_file_names_file_and_row_and_leaves_no_partial_cache(phantom, tm
     assert len(cache) == len(table) - 1
     assert bad not in set(cache.table["image"])
     # The same inputs again without skip_bad: the cache that skipped it is not quietly reused.
-    with pytest.raises(InputError, match=r"row 5.*1 unreadable slice.*skipped\.csv"):
+    with pytest.raises(InputError, match=r"row 6.*1 unreadable slice.*skipped\.csv"):
         build_cache(table, CFG, cache_dir, workers=workers, progress=False)
 
 
@@ -161,7 +161,7 @@ def test_cli_build_stops_on_bad_input_or_skips_and_reports_it(phantom, tmp_path,
     ]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert bad in err and "row 2" in err
+    assert bad in err and "row 3" in err  # manifest rows count from 1
     assert main([*args, "--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "skipped 1 bad slice(s)" in out

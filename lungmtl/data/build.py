@@ -132,6 +132,32 @@ def assign_splits(
     return out.astype(str)
 
 
+def check_split_filled(
+    table: pd.DataFrame, splits: np.ndarray, fractions: tuple[float, float, float], *, warn=False
+) -> None:
+    """Refuse a split that leaves train or val without patients (training needs both); warn
+    (with ``warn``) where a test share > 0 got none.
+
+    Raises:
+        InputError: naming ``data.split``, with the patients each split needs and has.
+    """
+    keys = table["source"].astype(str) + "\0" + table["patient"].astype(str)
+    has = {s: int(keys[splits == s].nunique()) for s in SPLITS}
+    empty = [s for s, f in zip(SPLITS, fractions, strict=True) if f > 0 and has[s] == 0]
+    if not empty:
+        return
+    counts = ", ".join(f"{s} {has[s]}" for s in SPLITS)
+    problem = (
+        f"{list(fractions)} over {keys.nunique()} patient(s) leaves {' and '.join(empty)} "
+        f"without patients (patients per split: {counts}); every split with a share > 0 needs "
+        "at least 1 patient, so add patients or change data.split"
+    )
+    if set(empty) & {"train", "val"}:
+        raise InputError("data.split", problem)
+    if warn:
+        warnings.warn(f"data.split: {problem}", stacklevel=3)
+
+
 def build_dataset(
     sources: list[str | Path],
     preprocess: PreprocessConfig,
@@ -148,16 +174,30 @@ def build_dataset(
     progress: bool = True,
 ) -> BuiltDataset:
     """Everything ``lungmtl data build`` does, as a function (options: see ``DataConfig``)."""
-    table = load_sources([str(s) for s in sources])
+    table = load_sources([str(s) for s in sources], check_files=not skip_bad)
+    # Each row's number in its own source (its manifest row), for messages about bad slices.
+    source_row = table.groupby("source", sort=False).cumcount() + 1
     if not study_labels:
         table = table[table["label_level"] != "study"]
     table = _cap(table, max_slices)
+    with warnings.catch_warnings():  # a dry run of the split, before any slice is read
+        warnings.simplefilter("ignore")
+        check_split_filled(
+            table, assign_splits(table, split, split_seed, published=published_split), split
+        )
     cache = build_cache(
-        table, preprocess, cache_dir, skip_bad=skip_bad, workers=workers, progress=progress
+        table,
+        preprocess,
+        cache_dir,
+        skip_bad=skip_bad,
+        workers=workers,
+        progress=progress,
+        rows=source_row.loc[table.index].to_numpy(),
     )
     t = cache.table.copy()
     t["row"] = np.arange(len(t))
     t["split"] = assign_splits(t, split, split_seed, published=published_split)
+    check_split_filled(t, t["split"].to_numpy(), split, warn=True)
     if balance_ratio is not None:
         t = balance(t, balance_ratio, split_seed)
     assert_patient_disjoint(t)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,7 @@ def build_cache(
     skip_bad: bool = False,
     workers: int = 1,
     progress: bool = True,
+    rows: Sequence[int] | None = None,
 ) -> SliceCache:
     """Pre-process every row of ``table`` (or reuse the cache built from the same inputs).
 
@@ -109,6 +111,8 @@ def build_cache(
             otherwise the first failure raises ``InputError`` naming the file and row, and
             nothing is written.
         workers: processes for pre-processing (1 = in this process).
+        rows: the row number that names each row of ``table`` in messages and ``skipped.csv``
+            (its manifest row, 1 = the first data line); default: its position, from 1.
     """
     cache_dir = Path(cache_dir).expanduser()
     root = cache_dir / cache_key(table, config)
@@ -126,8 +130,8 @@ def build_cache(
                 )
         return cache
     table = table.reset_index(drop=True)
-    rows = table.to_dict("records")
-    jobs = [(r, config) for r in rows]
+    rows = list(range(1, len(table) + 1)) if rows is None else [int(r) for r in rows]
+    jobs = [(r, config) for r in table.to_dict("records")]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(
@@ -144,8 +148,8 @@ def build_cache(
     for i, r in enumerate(results):
         if isinstance(r, InputError):
             if not skip_bad:
-                raise InputError(r.where, r.problem, row=i)
-            skipped.append({"row": i, "file": r.where, "problem": r.problem})
+                raise InputError(r.where, r.problem, row=rows[i])
+            skipped.append({"row": rows[i], "file": r.where, "problem": r.problem})
         else:
             ok.append(i)
     if not ok:

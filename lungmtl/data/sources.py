@@ -112,14 +112,15 @@ def _abs(path: Path) -> str:
 # ---------------------------------------------------------------- manifests
 
 
-def _read_one_manifest(folder: Path) -> pd.DataFrame:
+def _read_one_manifest(folder: Path, labels: bool = True, check_files: bool = True) -> pd.DataFrame:
     csv = folder / MANIFEST
     try:
         m = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise InputError(csv, f"cannot read manifest ({e})") from None
     m.columns = [c.strip() for c in m.columns]
-    missing = [c for c in MANIFEST_REQUIRED if c not in m.columns]
+    required = MANIFEST_REQUIRED if labels else ("image", "patient")
+    missing = [c for c in required if c not in m.columns]
     if missing:
         raise InputError(csv, f"missing columns {missing}; has {list(m.columns)}")
     for c in MANIFEST_OPTIONAL:
@@ -129,11 +130,13 @@ def _read_one_manifest(folder: Path) -> pd.DataFrame:
     seen: dict[tuple[str, int], int] = {}
     for i, r in enumerate(m.to_dict("records"), start=1):  # row 1 = first data line
         r = {k: str(v).strip() for k, v in r.items()}
-        label = r["label"].lower()
-        if label not in LABELS:
-            raise InputError(csv, f"label {r['label']!r} is not one of {LABELS}", row=i)
+        label = r.get("label", "").lower()
         level = r["label_level"].lower() or "slice"
-        if level not in LABEL_LEVELS:
+        if not labels:  # prediction: labels and infection masks are not used, so not checked
+            r["mask"] = r["mask_multiclass"] = ""
+        elif label not in LABELS:
+            raise InputError(csv, f"label {r['label']!r} is not one of {LABELS}", row=i)
+        elif level not in LABEL_LEVELS:
             raise InputError(csv, f"label_level {r['label_level']!r} not one of {LABEL_LEVELS}", i)
         if not r["image"]:
             raise InputError(csv, "empty image path", row=i)
@@ -149,7 +152,7 @@ def _read_one_manifest(folder: Path) -> pd.DataFrame:
                 paths[col] = ""
                 continue
             p = folder / r[col]
-            if not p.exists():
+            if check_files and not p.exists():
                 raise InputError(csv, f"{col} file not found: {p}", row=i)
             paths[col] = _abs(p)
         key = (paths["image"], index)
@@ -175,11 +178,17 @@ def _read_one_manifest(folder: Path) -> pd.DataFrame:
     return _table(rows)
 
 
-def read_manifest(folder: str | Path) -> pd.DataFrame:
+def read_manifest(
+    folder: str | Path, *, labels: bool = True, check_files: bool = True
+) -> pd.DataFrame:
     """Read a folder in the manifest layout, or a folder of such folders (concatenated).
 
     Args:
         folder: holds ``manifest.csv`` (its paths relative to the folder), or sub-folders that do.
+        labels: False for prediction: the label columns are neither required nor checked and
+            the infection masks are left out (lung masks are kept).
+        check_files: False keeps rows whose files are missing, for the reader to report (and
+            ``skip_bad`` to skip) with the other unreadable slices.
 
     Returns:
         The slice table. ``source`` = the manifest's folder name; ``subsource`` = its ``source``
@@ -191,13 +200,13 @@ def read_manifest(folder: str | Path) -> pd.DataFrame:
     """
     folder = Path(folder).absolute()
     if (folder / MANIFEST).is_file():
-        return _read_one_manifest(folder)
+        return _read_one_manifest(folder, labels, check_files)
     subs = (
         sorted(p for p in folder.iterdir() if (p / MANIFEST).is_file()) if folder.is_dir() else []
     )
     if not subs:
         raise InputError(folder, f"no {MANIFEST} here or in its sub-folders")
-    return pd.concat([_read_one_manifest(s) for s in subs], ignore_index=True)
+    return pd.concat([_read_one_manifest(s, labels, check_files) for s in subs], ignore_index=True)
 
 
 # ---------------------------------------------------------------- official layouts (volumes)
@@ -577,14 +586,33 @@ def _parse(item: str | Path | tuple[str, str | Path]) -> tuple[str | None, Path]
     return None, Path(text)
 
 
+def absolute_source(text: str, layouts: bool = True) -> str:
+    """A source (``"layout:path"`` or a path) with a relative path made absolute against the
+    working directory; paths starting with ``~`` are kept as written.
+
+    Args:
+        text: the source as a config holds it.
+        layouts: read a ``layout:`` prefix (False for a plain path such as the cache folder).
+    """
+    layout, path = _parse(text) if layouts else (None, Path(text))
+    raw = str(text).partition(":")[2] if layout else str(text)
+    if not raw or raw.startswith("~") or path.is_absolute():
+        return str(text)
+    return f"{layout}:{_abs(path)}" if layout else _abs(path)
+
+
 def load_sources(
     spec: str | Path | tuple[str, str | Path] | Iterable[str | Path | tuple[str, str | Path]],
+    *,
+    check_files: bool = True,
 ) -> pd.DataFrame:
     """Load one or more sources into one slice table.
 
     Args:
         spec: a path (layout auto-detected), ``"layout:path"``, a ``(layout, path)`` pair, or a
             list of these. Layouts: the keys of :data:`ADAPTERS`.
+        check_files: False keeps manifest rows whose files are missing (``skip_bad``: they are
+            then skipped and reported with the other unreadable slices).
 
     Returns:
         The concatenated slice table (:data:`COLUMNS`).
@@ -603,7 +631,10 @@ def load_sources(
         layout = layout or detect_layout(path)
         if layout not in ADAPTERS:
             raise InputError(path, f"unknown layout {layout!r}; known: {', '.join(ADAPTERS)}")
-        tables.append(ADAPTERS[layout](path))
+        if layout == "manifest":  # rows with missing files kept, to be skipped (skip_bad)
+            tables.append(read_manifest(path, check_files=check_files))
+        else:
+            tables.append(ADAPTERS[layout](path))
     table = pd.concat(tables, ignore_index=True)
     dup = table.duplicated(["image", "index"])
     if dup.any():
