@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -218,6 +219,21 @@ def _load_nifti(
     return (*to_canonical(data, affine, path), affine)
 
 
+def _nifti_states_spacing(path: Path) -> bool:
+    """Whether a NIfTI file gives its voxel sizes: an sform, or positive pixdim[1..3] (nibabel
+    silently turns zero pixdims into 1 mm, which must not become a volume in mL)."""
+    try:
+        img = nib.load(path)
+        if int(img.header.get("sform_code", 0)) > 0:
+            return True
+        with nib.openers.ImageOpener(path) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+        zooms = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    except Exception:  # the reader reports unreadable files with its own message
+        return True
+    return bool(np.isfinite(zooms).all() and (zooms > 0).all())
+
+
 def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
     # Trailing singleton axes (a 4D file with one time point) are harmless; anything else is not.
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -300,21 +316,63 @@ def _slice_geometry(
     return row, col, pos, spacing
 
 
+def _check_modality(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse images of other modalities (MR, PET, X-ray, ...): HU windows and lung masks are
+    CT's. A file that states no Modality (some anonymised exports) is read as CT."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality != "CT":
+        raise InputError(path, f"Modality {modality}, not CT: lungmtl reads CT images only")
+
+
+def _rescale(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (1 and 0 where absent); a slope of 0 is refused."""
+    slope = dicom_numbers(ds, "RescaleSlope", 1, path)
+    intercept = dicom_numbers(ds, "RescaleIntercept", 1, path)
+    if slope is not None and slope[0] == 0:
+        raise InputError(
+            path, "RescaleSlope is 0: every pixel would read as RescaleIntercept (broken header)"
+        )
+    return (
+        1.0 if slope is None else float(slope[0]),
+        0.0 if intercept is None else float(intercept[0]),
+    )
+
+
+def _no_pixels(ds: pydicom.Dataset, path: Path) -> InputError:
+    """The error for a DICOM file without PixelData: empty, truncated, or no image at all."""
+    size = path.stat().st_size
+    if size == 0:
+        return InputError(path, "empty file (0 bytes)")
+    meta = getattr(ds, "file_meta", None)
+    sop = str(getattr(meta, "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
+    sop_name = getattr(getattr(meta, "MediaStorageSOPClassUID", None), "name", sop)
+    if "Rows" in ds or "Image Storage" in str(sop_name) or len(ds) < 2:
+        return InputError(
+            path, f"truncated DICOM file: it ends after {size} bytes, before its image"
+        )
+    return InputError(
+        path, f"DICOM file holds no image (no PixelData; {sop_name or 'no SOP class'})"
+    )
+
+
 def _dicom_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as e:  # missing decoder, truncated pixel data, ...
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        hint = (
+            "JPEG-compressed files need pylibjpeg + pylibjpeg-libjpeg (or gdcm)"
+            if getattr(syntax, "is_compressed", True)
+            else "truncated or corrupt pixel data?"
+        )
         raise InputError(
-            path,
-            f"cannot decode DICOM pixels ({type(e).__name__}: {e}); JPEG-compressed files need "
-            "pylibjpeg + pylibjpeg-libjpeg (or gdcm)",
+            path, f"cannot decode DICOM pixels ({type(e).__name__}: {e}); {hint}"
         ) from None
     if arr.ndim != 2:
         raise InputError(
             path, f"expected one grey 2D frame, got pixel shape {arr.shape} (multi-frame/colour)"
         )
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = _rescale(ds, path)
     return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
@@ -331,7 +389,8 @@ def _dcmread(path: Path, *, strict: bool) -> pydicom.Dataset | None:
 def _read_dicom_file(path: Path) -> ImageData:
     ds = _dcmread(path, strict=True)
     if "PixelData" not in ds:
-        raise InputError(path, "DICOM file holds no image (no PixelData)")
+        raise _no_pixels(ds, path)
+    _check_modality(ds, path)
     arr = _dicom_pixels(ds, path)
     row, col, pos, ps = _slice_geometry(ds, path)
     thickness = float(ds.get("SliceThickness", 1.0) or 1.0)
@@ -369,6 +428,36 @@ def dicom_series(folder: str | Path) -> dict[str, list[Path]]:
     return series
 
 
+def _is_dicom_file(path: Path) -> bool:
+    """Whether a file carries the DICOM preamble (``DICM`` at byte 128), whatever its name."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _subfolder_hint(folder: Path, limit: int = 5) -> str:
+    """Where DICOM files sit below a folder that holds none itself (a CD/DVD layout)."""
+    found: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        if Path(root) == folder:
+            continue
+        n = sum(_is_dicom_file(Path(root) / f) for f in files)
+        if n:
+            found.append(f"{Path(root).relative_to(folder)} ({n} files)")
+        if len(found) >= limit:
+            break
+    if not found:
+        return ""
+    cd = " (a CD/DVD layout with a DICOMDIR)" if (folder / "DICOMDIR").exists() else ""
+    more = ", ..." if len(found) >= limit else ""
+    return (
+        f" itself{cd}; its sub-folders do: {', '.join(found)}{more}: give the folder of one series"
+    )
+
+
 def _dcmread_header(path: Path, *, strict: bool) -> pydicom.Dataset | None:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True, force=strict)
@@ -388,7 +477,7 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
         raise InputError(folder, "empty folder")
     groups = dicom_series(folder)
     if not groups:
-        raise InputError(folder, "folder holds no DICOM image files")
+        raise InputError(folder, "folder holds no DICOM image files" + _subfolder_hint(folder))
     if series is not None:
         if series not in groups:
             raise InputError(folder, f"no series {series!r}; found {sorted(groups)}")
@@ -401,6 +490,8 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
     else:
         files = next(iter(groups.values()))
     datasets = [(f, _dcmread(f, strict=True)) for f in files]
+    for f, ds in datasets:
+        _check_modality(ds, f)
     row, col, _, ps = _slice_geometry(datasets[0][1], datasets[0][0])
     normal = np.cross(row, col)
     has_pos = all("ImagePositionPatient" in ds for _, ds in datasets)
@@ -412,9 +503,18 @@ def _read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData
     datasets = [datasets[i] for i in order]
     pos = np.sort(np.asarray(key))
     steps = np.diff(pos)
-    if len(steps) and np.min(steps) < 1e-3 * max(np.median(steps), 1e-6):
-        dup = [str(datasets[i][0].name) for i in np.flatnonzero(steps < 1e-3 * np.median(steps))]
-        raise InputError(folder, f"two slices at the same position (after {dup[:3]})")
+    same = np.flatnonzero(steps < 1e-3 * max(np.median(steps), 1e-6)) if len(steps) else []
+    if len(same):
+        i = int(same[0])
+        pair = f"{datasets[i][0].name} and {datasets[i + 1][0].name}"
+        what = (
+            f"two slices at the same position ({pair}, {pos[i]:g} mm along the normal)"
+            if has_pos
+            else f"no ImagePositionPatient and the same InstanceNumber {pos[i]:g} in {pair}"
+        )
+        raise InputError(
+            folder, f"{what}: {len(same)} duplicate(s), cannot order the slices of one series"
+        )
     if len(steps) > 1 and np.max(steps) > GAP_FACTOR * np.median(steps) and gaps != "ignore":
         msg = (
             f"slice positions have gaps (step {np.max(steps):.2f} vs median "
@@ -464,15 +564,18 @@ def _read_uncached(path: Path, series: str | None, gaps: str) -> ImageData:
     if suffix in NIFTI_SUFFIXES:
         vol, affine, stored = _load_nifti(path)
         kind = guess_kind(vol)
-        return ImageData(
-            _readonly(vol), kind, affine_spacing(affine), affine, path, _reorients(stored, path)
-        )
+        known = _nifti_states_spacing(path)
+        spacing = affine_spacing(affine)
+        reoriented = _reorients(stored, path)
+        return ImageData(_readonly(vol), kind, spacing, affine, path, reoriented, known)
     if suffix in RASTER_SUFFIXES:
         arr = _read_raster(path, labels=False).astype(np.float32, copy=False)
         return ImageData(_readonly(arr), "8bit", (1.0, 1.0), None, path)
     if suffix == ".npy":
         arr = _load_npy(path).astype(np.float32, copy=False)
         return ImageData(_readonly(arr), guess_kind(arr), (1.0,) * arr.ndim, None, path)
+    if _is_dicom_file(path):  # PACS exports name their files without a suffix
+        return _read_dicom_file(path)
     raise InputError(path, f"unknown image type {suffix!r}; supported: {', '.join(IMAGE_SUFFIXES)}")
 
 
@@ -526,7 +629,8 @@ def read_image(path: str | Path, *, series: str | None = None, gaps: str = "warn
     """Read a slice or volume, dispatching on what ``path`` is.
 
     Args:
-        path: a folder (one DICOM series), ``.dcm`` (one slice, HU), ``.nii``/``.nii.gz``,
+        path: a folder (one DICOM series), ``.dcm`` (one slice, HU; also a DICOM file without
+            a suffix, as PACS exports name them), ``.nii``/``.nii.gz``,
             ``.png``/``.jpg``/``.jpeg``/``.tif``/``.tiff`` (8-bit grey) or ``.npy``.
         series: for a folder holding several DICOM series, the SeriesInstanceUID to read.
         gaps: missing slices in a DICOM series: ``"warn"`` (default), ``"error"`` or ``"ignore"``.
