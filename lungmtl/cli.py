@@ -137,6 +137,45 @@ def _shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
+def _at_least(least: int):
+    """An argparse type: an integer >= ``least`` (refused with one line before any work)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def _check_out(args) -> None:
+    """Refuse an ``--out`` of the wrong kind up front: an existing file where a verb writes a
+    folder, an existing folder where it writes one file."""
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    p = Path(out)
+    if args.fn in (_data_build, _export, _compare):
+        if p.is_dir():
+            raise InputError(p, "--out names an existing folder; give a file name")
+    elif p.exists() and not p.is_dir():
+        raise InputError(p, "--out names an existing file; give a folder (new or existing)")
+
+
 def _predict(args) -> int:
     from .inference import PredictOptions, predict
 
@@ -151,9 +190,28 @@ def _predict(args) -> int:
         resume=args.resume,
         engine=args.engine,
     )
-    results = predict(args.checkpoint, args.inputs, args.out, opts, echo=print)
+    shown: list[str] = []
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+        shown.append(line)
+
+    try:
+        results = predict(args.checkpoint, args.inputs, args.out, opts, echo=echo)
+    except KeyboardInterrupt:
+        # Each case's folder is written whole or not at all, so what is listed is usable.
+        done = [line.split()[1].rstrip(":") for line in shown if not line.startswith("FAILED")]
+        print(
+            f"\ninterrupted: {len(done)} case(s) finished before the stop"
+            f"{': ' + ', '.join(done) if done else ''}; their outputs in {args.out} are whole "
+            "(continue with --resume)",
+            file=sys.stderr,
+        )
+        return 130
     failed = sum(not r.ok for r in results)
-    print(f"{len(results) - failed} case(s) ok, {failed} failed; outputs in {args.out}")
+    before = sum(r.ok and r.message == "done before" for r in results)
+    again = f" ({before} finished before, not redone)" if before else ""
+    print(f"{len(results) - failed} case(s) ok{again}, {failed} failed; outputs in {args.out}")
     return 1 if failed else 0
 
 
@@ -266,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--devices",
-        type=int,
+        type=_at_least(1),
         default=1,
         help="processes (GPUs, or CPU gloo workers) via torchrun + DDP",
     )
@@ -277,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--out", required=True)
     e.add_argument("--device", default="auto")
-    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--batch-size", type=_at_least(1), default=32)
     e.add_argument("--crf", action="store_true", help="CRF post-processing of the masks")
     e.add_argument(
         "--lung-only",
@@ -290,9 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", required=True, help="run directory or .pt file")
     r.add_argument("--out", required=True, help="output folder (one sub-folder per case)")
     r.add_argument("--device", default="auto")
-    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--batch-size", type=_at_least(1), default=16)
     r.add_argument("--crf", action="store_true", help="CRF post-processing of the masks")
-    r.add_argument("--gradcam", type=int, default=3, help="Grad-CAM slices per case (0 = none)")
+    r.add_argument(
+        "--gradcam", type=_at_least(0), default=3, help="Grad-CAM slices per case (0 = none)"
+    )
     r.add_argument(
         "--engine",
         choices=["torch", "onnx"],
@@ -300,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx: the model stage through ONNX Runtime on the CPU (about 1.5x faster there)",
     )
     r.add_argument("--allow-gaps", action="store_true", help="accept series with missing slices")
-    r.add_argument("--threads", type=int, help="CPU threads for torch")
+    r.add_argument("--threads", type=_at_least(1), help="CPU threads for torch")
     r.add_argument(
         "--shard",
         metavar="K/N",
@@ -315,13 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = add("compare", _compare, "paired t-tests and McNemar between evaluations")
     c.add_argument("evals", nargs="+", help="evaluation folders; the first is the baseline")
-    c.add_argument("--alpha", type=float, default=0.05)
+    c.add_argument("--alpha", type=_probability, default=0.05)
     c.add_argument("--out", help="also write the Markdown table here")
 
     m = add("demo", _demo, "train, evaluate and report on the built-in phantom (or --data)")
     m.add_argument("--data", help="a data folder (manifest layout) instead of the phantom")
     m.add_argument("--out", default="lungmtl-demo")
-    m.add_argument("--epochs", type=int)
+    m.add_argument("--epochs", type=_at_least(1))
 
     g = add("experiment", _experiment, "a grid of training runs + evaluations, one results table")
     g.add_argument("experiment", help="experiment YAML (configs/experiments/*.yaml)")
@@ -368,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        _check_out(args)
         return args.fn(args)
     except InputError as e:
         print(f"lungmtl: error: {e}", file=sys.stderr)

@@ -21,8 +21,9 @@ Decisions:
   lung mask where a manifest gives one, else the lung mask derived during pre-processing.
 * Bad input fails its own case with a message naming the file; other cases go on. Refused: DICOM
   folders with several series, series with missing slices (unless ``allow_gaps``), colour pictures
-  (not CT), scans where no slice shows lung, unreadable files. Any other error of one case (out of
-  memory, a full disk) also fails only that case; Ctrl-C stops the run.
+  (not CT), random noise, scans where no slice shows lung, unreadable files; a scan showing little
+  lung gets a warning. Any other error of one case (out of memory, a full disk) also fails only
+  that case; Ctrl-C stops the run (the finished cases stay whole).
 * Case names (folders under OUT) are unique over the whole input list, computed before sharding,
   so every shard names every case the same way (``CT``, ``CT_2`` for two inputs named CT).
 * A case folder is finished when its ``summary.json`` exists and names the same input; it is
@@ -41,7 +42,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,10 @@ THRESHOLD = 0.5
 MIN_CONSECUTIVE = 3
 #: A scan "shows lungs" when some slice's lung mask covers at least this fraction of it.
 MIN_LUNG_FRACTION = 0.01
+#: Below this largest lung share the case is predicted with a warning (apex, bases, a crop).
+FEW_LUNG_FRACTION = 0.05
+#: Correlation of neighbouring pixels below which an image is noise, not CT (real slices: > 0.5).
+MIN_NEIGHBOUR_CORRELATION = 0.25
 #: Mean spread between the R, G and B channels (0..255) above which a picture is not a CT slice.
 MAX_COLOUR_SPREAD = 12.0
 #: Display window for HU slices in the pictures (the usual lung window, W 1500 / L -600).
@@ -79,6 +84,8 @@ DISPLAY_WINDOW = (-1350.0, 150.0)
 STAGES = ("read", "preprocess", "model", "postprocess", "write")
 #: Hidden folder in a case folder that its files are written to before they are renamed into it.
 STAGING_PREFIX = ".writing-"
+#: The message of a case that ``resume`` skips: an earlier run finished it.
+DONE_BEFORE = "done before"
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,18 @@ class PredictOptions:
     shard: tuple[int, int] = (0, 1)
     resume: bool = False
     engine: str = "torch"
+
+    def __post_init__(self) -> None:
+        # Refused up front, not by every case with an internal message naming its input.
+        counts = {"batch_size": 1, "min_consecutive": 1, "gradcam": 0, "top_k": 0}
+        for name, least in counts.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(name, f"must be an integer >= {least}, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise InputError("threads", f"must be an integer >= 1, got {self.threads!r}")
+        if not 0.0 < self.threshold < 1.0:
+            raise InputError("threshold", f"must lie in (0, 1), got {self.threshold!r}")
 
 
 @dataclass
@@ -177,9 +196,12 @@ class CaseResult:
         vol = f", {ml:.1f} mL" if ml is not None else ""
         pct = s.get("infected_percent_of_lung")
         pct_s = f", {pct:.1f}% of lung" if pct is not None else ""
+        before = self.message == DONE_BEFORE  # --resume: finished by an earlier run, not redone
+        head, tail = ("done  ", " (finished before)") if before else ("ok    ", "")
+        warned = "".join(f"\n       warning: {w}" for w in s.get("warnings") or [])
         return (
-            f"ok     {self.name}: {s.get('verdict')} ({s.get('n_positive_slices')}/"
-            f"{s.get('n_slices')} slices positive{vol}{pct_s}) -> {self.out_dir}"
+            f"{head} {self.name}: {s.get('verdict')} ({s.get('n_positive_slices')}/"
+            f"{s.get('n_slices')} slices positive{vol}{pct_s}) -> {self.out_dir}{tail}{warned}"
         )
 
 
@@ -281,6 +303,26 @@ def _check_not_photo(path: Path) -> None:
         raise InputError(
             path, f"a colour picture (mean channel spread {spread:.0f}/255), not a CT slice"
         )
+
+
+def neighbour_correlation(volume: np.ndarray, max_slices: int = 16) -> float:
+    """Median over (up to ``max_slices``) slices of the lower of the correlations between
+    horizontally and vertically neighbouring pixels: about 0 for random noise, above 0.5 for
+    every CT slice of the real data sets (0.98 typically); 1 for a slice of one value."""
+    vol = np.asarray(volume, dtype=np.float32)
+    vol = vol[None] if vol.ndim == 2 else vol
+    picks = np.unique(np.linspace(0, len(vol) - 1, min(max_slices, len(vol))).astype(int))
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a - a.mean(), b - b.mean()
+        den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        return float((a * b).sum()) / den if den > 0 else 1.0
+
+    values = [
+        min(corr(x[:, :-1], x[:, 1:]), corr(x[:-1], x[1:])) if min(x.shape) > 1 else 1.0
+        for x in (vol[k] for k in picks)
+    ]
+    return float(np.median(values))
 
 
 def _volume_case(path: Path, allow_gaps: bool) -> Case:
@@ -405,6 +447,7 @@ def _manifest_cases(
     table: pd.DataFrame | None = None,
     names: Sequence[str] | None = None,
     taken: set[str] | None = None,
+    done: Callable[[str, Path], CaseResult | None] | None = None,
 ) -> list[Case | CaseResult]:
     """One case per (source, patient) of a manifest folder, slices in ``slice`` order.
 
@@ -413,15 +456,20 @@ def _manifest_cases(
         table: the manifest as read already (else it is read here).
         names: the case name of each (source, patient) group (see :func:`_plan_names`).
         taken: names in use; names made here (one per slice, below) are added to it.
+        done: see :func:`iter_cases`; asked per patient before its slices are read.
     """
     folder = Path(folder).absolute()
-    table = read_manifest(folder) if table is None else table
+    # Labels and infection masks are not used here: a bad one must not refuse the patient.
+    table = read_manifest(folder, labels=False) if table is None else table
     taken = set() if taken is None else taken
     groups = _manifest_groups(table)
     if names is None or len(names) != len(groups):  # the manifest changed since it was planned
         names = [_claim(taken, _safe(patient)) for patient, _ in groups]
     out: list[Case | CaseResult] = []
     for (patient, rows), name in zip(groups, names, strict=True):
+        if done is not None and (earlier := done(name, folder)) is not None:
+            out.append(earlier)
+            continue
         try:
             t = time.perf_counter()
             rows, ids, note = _slice_order(rows)
@@ -503,7 +551,7 @@ def _plan_names(paths: Sequence[Path]) -> tuple[list[tuple[list[str], pd.DataFra
         bases = [_case_name(path)]
         if path.is_dir() and (path / "manifest.csv").is_file():
             try:
-                table = read_manifest(path)
+                table = read_manifest(path, labels=False)
                 bases = [_safe(patient) for patient, _ in _manifest_groups(table)]
             except Exception:  # reported when its shard reads it
                 table = None
@@ -512,7 +560,10 @@ def _plan_names(paths: Sequence[Path]) -> tuple[list[tuple[list[str], pd.DataFra
 
 
 def iter_cases(
-    inputs: Sequence[str | Path], allow_gaps: bool = False, shard: tuple[int, int] = (0, 1)
+    inputs: Sequence[str | Path],
+    allow_gaps: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    done: Callable[[str, Path], CaseResult | None] | None = None,
 ) -> Iterator[Case | CaseResult]:
     """Read the inputs into cases one at a time (one volume in memory at once).
 
@@ -523,6 +574,8 @@ def iter_cases(
         inputs: DICOM series folders, manifest folders, NIfTI/.npy volumes, slice files.
         allow_gaps: accept DICOM series with missing slices.
         shard: (k, n): read only inputs k, k+n, k+2n, ... (names still come from all inputs).
+        done: called with a case's name and input before it is read; a result it returns (a
+            case finished before, see ``resume``) is yielded instead of reading the input.
     """
     paths = [Path(p) for p in inputs]
     plan, taken = _plan_names(paths)
@@ -535,7 +588,10 @@ def iter_cases(
             if not path.exists():
                 raise InputError(path, "input not found")
             if path.is_dir() and (path / "manifest.csv").is_file():
-                yield from _manifest_cases(path, table, names, taken)
+                yield from _manifest_cases(path, table, names, taken, done)
+                continue
+            if done is not None and (earlier := done(names[0], path.absolute())) is not None:
+                yield earlier
                 continue
             case = _volume_case(path, allow_gaps)
             case.read_s = time.perf_counter() - t
@@ -604,6 +660,13 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
     z, h, w = vol.shape
     cfg = predictor.preprocess
     t = time.perf_counter()
+    r = neighbour_correlation(vol)
+    if r < MIN_NEIGHBOUR_CORRELATION:
+        raise InputError(
+            case.image.path,
+            f"looks like random noise, not a CT image: neighbouring pixels are uncorrelated "
+            f"(r = {r:.2f}; CT slices have r > 0.5)",
+        )
     pre = [
         preprocess_slice(
             vol[k],
@@ -621,6 +684,11 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
             case.image.path,
             "no lungs in view on any slice (largest lung area "
             f"{100 * float(lung_frac.max()):.2f}% of a slice): not a chest CT?",
+        )
+    if float(lung_frac.max()) < FEW_LUNG_FRACTION:
+        case.warnings.append(
+            f"little lung found (largest lung area {100 * float(lung_frac.max()):.1f}% of a "
+            "slice): check that this is a chest CT; the verdict and % of lung are less reliable"
         )
     t = lap("preprocess", t)
 
@@ -781,7 +849,12 @@ def predict(
 
 
 def _finished(case: Case, out_dir: Path) -> dict | None:
-    """The summary of an earlier run of ``case`` in ``out_dir``, if it finished on this input.
+    """The summary of an earlier run of ``case`` in ``out_dir``, if it finished on this input."""
+    return _finished_at(out_dir, case.name, case.image.path)
+
+
+def _finished_at(out_dir: Path, name: str, source: str | Path) -> dict | None:
+    """The summary in ``out_dir`` of case ``name`` if an earlier run finished it on ``source``.
 
     A summary for another input (the input list changed, so a name now means another scan) or
     one that cannot be read is no reason to skip: the case is predicted again.
@@ -790,15 +863,23 @@ def _finished(case: Case, out_dir: Path) -> dict | None:
         summary = json.loads((out_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or summary.get("case") != case.name:
+    if not isinstance(summary, dict) or summary.get("case") != name:
         return None
-    same = os.path.normpath(str(summary.get("input", ""))) == os.path.normpath(str(case.image.path))
+    same = os.path.normpath(str(summary.get("input", ""))) == os.path.normpath(str(source))
     return summary if same else None
 
 
 def _predict_all(predictor, inputs, out: Path, options, k: int, n: int, echo) -> list[CaseResult]:
     results: list[CaseResult] = []
-    for item in iter_cases(list(inputs), options.allow_gaps, shard=(k, n)):
+
+    def skip(name: str, source: Path) -> CaseResult | None:  # checked before reading the input
+        summary = _finished_at(out / name, name, source)
+        if summary is None:
+            return None
+        return CaseResult(name, str(source), True, DONE_BEFORE, out / name, summary)
+
+    cases = iter_cases(list(inputs), options.allow_gaps, (k, n), skip if options.resume else None)
+    for item in cases:
         if isinstance(item, CaseResult):
             result = item
         else:
@@ -806,7 +887,7 @@ def _predict_all(predictor, inputs, out: Path, options, k: int, n: int, echo) ->
             source = str(item.image.path)
             done = _finished(item, case_dir) if options.resume else None
             if done is not None:
-                result = CaseResult(item.name, source, True, "done before", case_dir, done)
+                result = CaseResult(item.name, source, True, DONE_BEFORE, case_dir, done)
             else:
                 try:
                     summary = predict_case(predictor, item, case_dir, options)
