@@ -1,9 +1,10 @@
 """Time a whole-scan prediction by stage (read, preprocess, model, postprocess, write).
 
-A synthetic phantom volume (150 x 512 x 512 HU by default) written as NIfTI and a randomly
-initialised paper-size U-Net (64-128-256-512, CBAM) saved as a checkpoint: timing only, the
-predictions themselves mean nothing.
+A synthetic phantom volume (150 x 512 x 512 HU by default) written as NIfTI, predicted by a
+shipped model (``--checkpoint NAME``) or by a randomly initialised paper-size U-Net
+(64-128-256-512, CBAM): timing only, the predictions on a phantom mean nothing.
 
+    python benchmarks/scan.py --checkpoint covid-unet-cpu   # the shipped model, end to end
     python benchmarks/scan.py                     # CPU, paper size, Grad-CAM on 3 slices
     python benchmarks/scan.py --device cuda --crf
     python benchmarks/scan.py --threads 1 --slices 40 --width-mult 0.25
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--crf", action="store_true")
     ap.add_argument("--engine", choices=("torch", "onnx"), default="torch")
     ap.add_argument("--out", help="keep the outputs here (default: a temporary folder)")
+    ap.add_argument("--checkpoint", help="a shipped model name, run or .pt instead of a random net")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,10 +54,13 @@ def main() -> None:
         affine = np.diag([-0.7, -0.7, 2.0, 1.0])  # 0.7 mm pixels, 2 mm slices
         nib.save(nib.Nifti1Image(np.transpose(hu, (2, 1, 0)), affine), tmp / "scan.nii.gz")
         print(f"phantom {hu.shape} written in {time.perf_counter() - t:.1f} s (not timed below)")
-        torch.manual_seed(0)
-        model = create_model("unet", width_mult=args.width_mult)
-        run = to_dict(load_config(overrides=[f"preprocess.size={args.model_size}"]))
-        ck = save(model, tmp / "model.pt", run_config=run)
+        if args.checkpoint:
+            ck = args.checkpoint
+        else:
+            torch.manual_seed(0)
+            model = create_model("unet", width_mult=args.width_mult)
+            run = to_dict(load_config(overrides=[f"preprocess.size={args.model_size}"]))
+            ck = save(model, tmp / "model.pt", run_config=run)
         opts = PredictOptions(
             device=args.device,
             batch_size=args.batch_size,
@@ -73,10 +78,13 @@ def main() -> None:
     s = r.summary
     print(
         f"device={s['device']} threads={torch.get_num_threads()} batch={args.batch_size} "
-        f"width_mult={args.width_mult} crf={args.crf} gradcam={args.gradcam} engine={args.engine}"
+        f"model={args.checkpoint or 'random unet'} width_mult={args.width_mult} crf={args.crf} "
+        f"gradcam={args.gradcam} engine={args.engine}"
     )
     print(json.dumps({"timing_s": s["timing_s"], "rss_mb_after": s["rss_mb_after"]}, indent=1))
     print(f"peak RSS {s['peak_rss_mb']:.0f} MB; wall (incl. model load) {wall:.1f} s")
+    total = s["timing_s"]["total"]
+    print(f"network share: {s['timing_s']['model'] / total:.0%} of {total:.1f} s (model stage)")
     if torch.cuda.is_available() and args.device.startswith("cuda"):
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
 

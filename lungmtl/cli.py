@@ -10,9 +10,26 @@ from pathlib import Path
 
 from .errors import InputError
 
+CHECKPOINT_HELP = (
+    "run directory, .pt file, or the name of a shipped model (lungmtl models); "
+    "default: the shipped model"
+)
+
 
 def _models(args) -> int:
     from .models import BACKBONES, count_parameters, create_model
+    from .models.shipped import DEFAULT, SHIPPED
+
+    print("shipped models (--checkpoint NAME; figures: test split, docs/model-card.md):")
+    for m in SHIPPED.values():
+        figs = ", ".join(f"{k} {v:.3f}" for k, v in m.figures.items())
+        mark = " (default)" if m.name == DEFAULT else ""
+        print(f"  {m.name}{mark}: {m.description}")
+        if figs:
+            print(f"    {figs}")
+    if not SHIPPED:
+        print("  none")
+    print()
 
     print(f"{'model':<10} {'attention':<10} {'parameters':>12}   (paper widths 64-128-256-512)")
     for name in sorted(BACKBONES):
@@ -237,7 +254,7 @@ def _compare(args) -> int:
 def _demo(args) -> int:
     from .demo import demo
 
-    demo(args.out, data=args.data, epochs=args.epochs, progress=not args.quiet)
+    demo(args.out, data=args.data, epochs=args.epochs, progress=not args.quiet, train=args.train)
     return 0
 
 
@@ -330,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     e = add("evaluate", _evaluate, "evaluate a checkpoint: metrics.json, report, figures")
-    e.add_argument("--checkpoint", required=True, help="run directory or .pt file")
+    e.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     e.add_argument("--data", action="append", help="data folder(s); default: the run's split")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--out", required=True)
@@ -345,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = add("predict", _predict, "predict scans/slices: masks, verdicts, burden, report.html")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM folder/NIfTI/slice/manifest")
-    r.add_argument("--checkpoint", required=True, help="run directory or .pt file")
+    r.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     r.add_argument("--out", required=True, help="output folder (one sub-folder per case)")
     r.add_argument("--device", default="auto")
     r.add_argument("--batch-size", type=_at_least(1), default=16)
@@ -378,8 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--alpha", type=_probability, default=0.05)
     c.add_argument("--out", help="also write the Markdown table here")
 
-    m = add("demo", _demo, "train, evaluate and report on the built-in phantom (or --data)")
-    m.add_argument("--data", help="a data folder (manifest layout) instead of the phantom")
+    m = add(
+        "demo",
+        _demo,
+        "the shipped model on a bundled real CT sample (report.html); --train: train, evaluate "
+        "and report on the built-in phantom (or --data)",
+    )
+    m.add_argument(
+        "--train", action="store_true", help="train and evaluate on the phantom instead"
+    )
+    m.add_argument("--data", help="train on this data folder (manifest layout); implies --train")
     m.add_argument("--out", default="lungmtl-demo")
     m.add_argument("--epochs", type=_at_least(1))
 

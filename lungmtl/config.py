@@ -132,7 +132,10 @@ class AugmentConfig:
     """On-the-fly joint image/mask augmentation (rotations 90/270, shift, zoom, shear).
 
     ``expand`` repeats the training set per epoch (the paper's 8x offline expansion is
-    ``expand: 8``; the copies differ by their random augmentation).
+    ``expand: 8``; the copies differ by their random augmentation). ``flip_lr`` / ``flip_ud``:
+    probabilities of a left-right / up-down flip. ``intensity``: probability of each of the
+    contrast, brightness, gamma, blur and noise changes of
+    :func:`lungmtl.data.augment.random_intensity` (0 = off, the paper).
     """
 
     enabled: bool = True
@@ -141,6 +144,9 @@ class AugmentConfig:
     zoom: tuple[float, float] = (0.9, 1.1)
     shear: float = 10.0
     expand: int = 1
+    flip_lr: float = 0.0
+    flip_ud: float = 0.0
+    intensity: float = 0.0
 
     def __post_init__(self) -> None:
         _share("rot90", self.rot90)
@@ -158,6 +164,8 @@ class AugmentConfig:
             f"shear must lie in [0, 90) degrees, got {self.shear!r}",
         )
         _count("expand", self.expand, 1)
+        for name in ("flip_lr", "flip_ud", "intensity"):
+            _share(name, getattr(self, name))
 
 
 @dataclass

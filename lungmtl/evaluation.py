@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .metrics import (
     classification_metrics,
 )
 from .models import checkpoint
+from .models.shipped import default_checkpoint
 from .predict_core import predict_tensors
 from .report import (
     CLS_COLUMNS,
@@ -149,6 +151,7 @@ def patient_block(frame: pd.DataFrame) -> dict:
 
 def _select(
     checkpoint_path: Path,
+    ck: dict,
     data: list[str] | None,
     split: str,
     cfg: RunConfig,
@@ -165,9 +168,11 @@ def _select(
     if cache_dir:
         cfg.data.cache_dir = cache_dir
     ds = build_from_config(cfg, progress)
-    run_dir = checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent
-    recorded = run_dir / "split.csv"
-    if recorded.exists():
+    recorded = checkpoint_path.parent / "split.csv"
+    if ck.get("split_record") is not None:  # a shipped model carries its held-out slices
+        record = pd.DataFrame(ck["split_record"], dtype=str)
+        rows = recorded_rows(ds.cache.table, record, split, checkpoint_path)
+    elif recorded.exists():
         rows = recorded_rows(ds.cache.table, recorded, split)
     else:
         warnings.warn(
@@ -195,16 +200,24 @@ def _slice_keys(table: pd.DataFrame) -> pd.Series:
     )
 
 
-def recorded_rows(cache_table: pd.DataFrame, split_csv: Path, split: str) -> np.ndarray:
+def recorded_rows(
+    cache_table: pd.DataFrame,
+    split_csv: Path | pd.DataFrame,
+    split: str,
+    where: Path | None = None,
+) -> np.ndarray:
     """The cache rows of the slices that ``split_csv`` (written by ``fit``) put in ``split``.
 
     The split is read back rather than drawn again: a scan added to a source since training
     reshuffles the patients, and a redrawn test split could then hold training patients. Slices
     of the recorded split that the data no longer hold are left out with a warning."""
-    try:
-        rec = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as e:
-        raise InputError(split_csv, f"unreadable split record: {e}") from e
+    if isinstance(split_csv, pd.DataFrame):
+        rec, split_csv = split_csv, where or "split record"
+    else:
+        try:
+            rec = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as e:
+            raise InputError(split_csv, f"unreadable split record: {e}") from e
     missing_cols = {"image", "index", "patient", "source", "split"} - set(rec.columns)
     if missing_cols:
         raise InputError(split_csv, f"not a split record: no {sorted(missing_cols)} column")
@@ -222,7 +235,7 @@ def recorded_rows(cache_table: pd.DataFrame, split_csv: Path, split: str) -> np.
 
 
 def evaluate(
-    checkpoint_path: str | Path,
+    checkpoint_path: str | Path | None,
     out: str | Path,
     *,
     data: list[str] | None = None,
@@ -253,13 +266,19 @@ def evaluate(
     ``roc.png`` and ``overlays.png`` into ``out``; returns the metrics dict.
     """
     out = Path(out)
+    checkpoint_path = checkpoint.resolve(
+        default_checkpoint() if checkpoint_path is None else checkpoint_path
+    )
     ck = checkpoint.read(checkpoint_path)
     if "run_config" not in ck:
         raise InputError(checkpoint_path, "checkpoint has no run config (not written by fit)")
     cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "checkpoint run_config")
+    if ck.get("split_record") is not None and os.environ.get("LUNGMTL_DATA"):
+        # A shipped model was trained on ../shared/data; $LUNGMTL_DATA says where it is here.
+        cfg.data.sources = [os.environ["LUNGMTL_DATA"]]
     dev = resolve_device(device)
     model = prepare_model(checkpoint.load(checkpoint_path), dev)
-    cache, rows = _select(Path(checkpoint_path), data, split, cfg, cache_dir, progress)
+    cache, rows = _select(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
     tensors = SliceTensors(cache, rows)
     pred = predict_tensors(model, tensors, dev, batch_size)
     if crf:

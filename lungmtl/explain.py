@@ -27,6 +27,9 @@ def default_layer(model: nn.Module) -> nn.Module:
     Returns:
         The module whose output is the stride-16 feature map fed to the classification head.
     """
+    members = getattr(model, "members", None)  # an Ensemble: its first member's map
+    if isinstance(members, nn.ModuleList):
+        return default_layer(members[0])
     layer = getattr(model, "explain_layer", None)  # the external baselines name theirs
     if isinstance(layer, nn.Module):
         return layer

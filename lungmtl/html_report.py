@@ -216,6 +216,7 @@ def write_report(
     facts = [
         ("verdict", _verdict(summary["verdict"])),
         ("rule", e(summary["rule"])),
+        ("scan score", _fmt(summary.get("scan_score"), "", 3)),
         ("positive slices", f"{summary['n_positive_slices']} / {summary['n_slices']}"),
         ("infected volume", _fmt(summary.get("infected_ml"), " mL")),
         ("lung volume", _fmt(summary.get("lung_ml"), " mL")),
@@ -256,6 +257,8 @@ def write_report(
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{e(summary["case"])}</h1>
+<p class="note"><b>{e(summary.get("intended_use", ""))}</b>
+Model: {e(summary.get("model", ""))}.</p>
 <div class="top"><table>{rows}</table>
 <div><h2>most affected slices</h2><ol>{top or "<li>none</li>"}</ol>
 {f"<h2>warnings</h2><ul>{warn}</ul>" if warn else ""}</div></div>

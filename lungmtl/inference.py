@@ -67,10 +67,13 @@ from .device import resolve_device
 from .errors import InputError
 from .files import write_text
 from .models import MultiTaskOutput, checkpoint
+from .models.shipped import default_checkpoint
 from .predict_core import predict_images
+from .scan_rule import ScanRule, longest_run  # noqa: F401  (longest_run: re-exported)
 
 THRESHOLD = 0.5
 MIN_CONSECUTIVE = 3
+INTENDED_USE = "Research use only, not for diagnosis."
 #: A scan "shows lungs" when some slice's lung mask covers at least this fraction of it.
 MIN_LUNG_FRACTION = 0.01
 #: Below this largest lung share the case is predicted with a warning (apex, bases, a crop).
@@ -107,6 +110,8 @@ class PredictOptions:
             ranks) share a large batch of scans without overlap.
         resume: skip cases whose ``summary.json`` (written last) already exists for the same
             input; a case folder holding another input's results is predicted again.
+        rule: the scan rule (:class:`lungmtl.scan_rule.ScanRule`); None = the one the
+            checkpoint carries, else ``min_consecutive`` slices in a row at ``threshold``.
         engine: "torch" (eager PyTorch) or "onnx": the model stage through ONNX Runtime on the
             CPU, on the model exported as ``lungmtl export`` does (about 1.5x eager PyTorch on
             the 2-core development CPU, docs/performance.md); Grad-CAM still uses PyTorch.
@@ -125,6 +130,7 @@ class PredictOptions:
     shard: tuple[int, int] = (0, 1)
     resume: bool = False
     engine: str = "torch"
+    rule: ScanRule | None = None
 
     def __post_init__(self) -> None:
         # Refused up front, not by every case with an internal message naming its input.
@@ -148,6 +154,17 @@ class Predictor:
     device: torch.device
     checkpoint: str = ""
     runner: torch.nn.Module | None = None  # what runs the slices, where not ``model`` (ONNX)
+    rule: ScanRule | None = None  # the scan rule the checkpoint carries (chosen on validation)
+    model_name: str = ""
+
+
+def scan_rule(predictor: Predictor, opts: PredictOptions) -> ScanRule:
+    """The options' rule, else the checkpoint's, else the plain run rule of the options."""
+    if opts.rule is not None:
+        return opts.rule
+    if predictor.rule is not None:
+        return predictor.rule
+    return ScanRule(slice_threshold=opts.threshold, min_run=opts.min_consecutive)
 
 
 @dataclass
@@ -226,7 +243,9 @@ def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predict
     model = checkpoint.load(checkpoint_path).to(dev).eval()
     # channels_last is measurably faster for these convolutions on CPU too (benchmarks/scan.py).
     model = model.to(memory_format=torch.channels_last)
-    return Predictor(model, cfg.preprocess, dev, str(checkpoint_path))
+    rule = ScanRule.from_dict(ck["scan_rule"]) if ck.get("scan_rule") else None
+    name = ck.get("model_name") or Path(str(checkpoint_path)).name
+    return Predictor(model, cfg.preprocess, dev, str(checkpoint_path), rule=rule, model_name=name)
 
 
 def run_model(
@@ -616,16 +635,6 @@ def _rss_mb() -> float:
         return float("nan")
 
 
-def longest_run(flags: np.ndarray, breaks: np.ndarray | None = None) -> int:
-    """Length of the longest run of True values (a run restarts where ``breaks`` is True)."""
-    gaps = np.zeros(len(flags), bool) if breaks is None else np.asarray(breaks, dtype=bool)
-    best = run = 0
-    for f, gap in zip(np.asarray(flags, dtype=bool), gaps, strict=True):
-        run = (1 if gap else run + 1) if f else 0
-        best = max(best, run)
-    return best
-
-
 def _id_breaks(ids: list[str]) -> np.ndarray | None:
     """Gaps in numeric slice ids: a step over GAP_FACTOR x the median step (None: not numbers)."""
     numbers = pd.to_numeric(pd.Series(ids, dtype=object), errors="coerce").to_numpy(float)
@@ -712,8 +721,12 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
     lung_px = lung.reshape(z, -1).sum(axis=1).astype(int)
     inf_in_lung = (mask.astype(bool) & lung).reshape(z, -1).sum(axis=1).astype(int)
     positive = p_inf >= opts.threshold
-    need = max(1, min(opts.min_consecutive, z))
-    run = longest_run(positive, case.breaks)
+    rule = scan_rule(predictor, opts)
+    need = max(1, min(rule.min_run, z))
+    lung_total = int(lung_px.sum())
+    lung_pct = 100.0 * float(inf_in_lung.sum()) / lung_total if lung_total else None
+    decision = rule.decide(p_inf, lung_pct, case.breaks)
+    run = decision["longest_positive_run"]
     order = np.lexsort((-p_inf, -inf_px))  # most infected pixels first, then most confident
     top = [int(k) for k in order[: opts.top_k] if inf_px[k] > 0 or positive[k]]
     slices = pd.DataFrame(
@@ -728,16 +741,16 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
             "infected_percent_of_lung": np.round(100.0 * inf_in_lung / np.maximum(lung_px, 1), 3),
         }
     )
-    lung_total = int(lung_px.sum())
     summary = {
         "case": case.name,
         "input": str(case.image.path),
         "checkpoint": predictor.checkpoint,
-        "verdict": "infected" if run >= need else "healthy",
-        "rule": (
-            f"infected when at least {need} consecutive slice(s) have P(infected) >= "
-            f"{opts.threshold} (longest run here: {run})"
-        ),
+        "model": predictor.model_name,
+        "intended_use": INTENDED_USE,
+        "verdict": decision["verdict"],
+        "rule": f"{decision['rule']} (longest run here: {run})",
+        "rule_params": decision["rule_params"],
+        "scan_score": decision["scan_score"],
         "n_slices": int(z),
         "n_positive_slices": int(positive.sum()),
         "longest_positive_run": int(run),
@@ -747,9 +760,7 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
         "infected_voxels": int(inf_px.sum()),
         "infected_ml": None if voxel_ml is None else round(float(inf_px.sum()) * voxel_ml, 3),
         "lung_ml": None if voxel_ml is None else round(lung_total * voxel_ml, 3),
-        "infected_percent_of_lung": round(100.0 * float(inf_in_lung.sum()) / lung_total, 3)
-        if lung_total
-        else None,
+        "infected_percent_of_lung": None if lung_pct is None else round(lung_pct, 3),
         "lung_mask": "dataset" if case.lung is not None else "derived",
         "engine": "onnx" if isinstance(predictor.runner, OnnxRunner) else "torch",
         "most_affected_slices": [
@@ -812,7 +823,7 @@ def _json_default(v):
 
 
 def predict(
-    checkpoint_path: str | Path,
+    checkpoint_path: str | Path | None,
     inputs: Sequence[str | Path],
     out: str | Path,
     options: PredictOptions = PredictOptions(),  # frozen: a safe default
@@ -823,7 +834,8 @@ def predict(
     """Predict every input; failures are reported per case and do not stop the others.
 
     Args:
-        checkpoint_path: run directory or ``.pt`` (ignored when ``predictor`` is given).
+        checkpoint_path: run directory, ``.pt`` or shipped model name; None = the default
+            shipped model (ignored when ``predictor`` is given).
         inputs: DICOM series folders, manifest folders, NIfTI/.npy volumes, slice files.
         out: output folder; one sub-folder per case.
         options: :class:`PredictOptions`.
@@ -840,6 +852,8 @@ def predict(
         raise InputError("--shard", f"expected k/n with 0 <= k < n, got {k}/{n}")
     if options.engine not in ENGINES:
         raise InputError("--engine", f"unknown engine {options.engine!r}; valid: {ENGINES}")
+    if checkpoint_path is None and predictor is None:
+        checkpoint_path = default_checkpoint()
     predictor = predictor or load_predictor(checkpoint_path, options.device)
     if options.engine != "onnx":
         return _predict_all(predictor, inputs, Path(out), options, k, n, echo)

@@ -18,7 +18,13 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from .config import RunConfig, comparable, save_config, to_dict
-from .data.augment import apply_affine, random_affine_matrices
+from .data.augment import (
+    apply_affine,
+    random_affine_matrices,
+    random_flip_matrices,
+    random_intensity,
+    with_flips,
+)
 from .data.build import BuiltDataset, build_dataset
 from .data.dataset import SliceTensors
 from .device import autocast, prepare_input, prepare_model, resolve_device
@@ -254,6 +260,11 @@ def train_epoch(
             mats = random_affine_matrices(
                 len(idx), rot90=a.rot90, shift=a.shift, zoom=a.zoom, shear=a.shear, generator=gen
             )
+            if a.intensity > 0:  # one seed per step: every micro-batch's draw, on any rank
+                iseed = int(torch.randint(2**62, (1,), generator=gen))
+            if a.flip_lr > 0 or a.flip_ud > 0:
+                flips = random_flip_matrices(len(idx), lr=a.flip_lr, ud=a.flip_ud, generator=gen)
+                mats = with_flips(mats, flips)
         opt.zero_grad(set_to_none=True)
         for k in range(t.grad_accum):
             c = ddp.rank * t.grad_accum + k
@@ -264,6 +275,9 @@ def train_epoch(
                 m_in = m[:, None].float() if multiclass else m
                 x, m_in = apply_affine(x, m_in, mats[part].to(device))
                 m = m_in[:, 0].long() if multiclass else m_in
+                if a.intensity > 0:
+                    g = torch.Generator().manual_seed(iseed + c)
+                    x = random_intensity(x, p=a.intensity, generator=g)
             x = prepare_input(x, device)
             sync = k == t.grad_accum - 1 or not hasattr(step_model, "no_sync")
             with contextlib.nullcontext() if sync else step_model.no_sync(), autocast(device):

@@ -1,14 +1,33 @@
-"""The README's main job: `lungmtl demo` on the built-in phantom."""
+"""The README's main job: `lungmtl demo` (shipped model on the bundled real CT sample), and
+`lungmtl demo --train` on the built-in phantom."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from lungmtl.cli import main
+from lungmtl.models.shipped import DEFAULT
+
+
+@pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
+def test_demo_runs_the_shipped_model_on_the_bundled_real_sample(tmp_path, capsys):
+    from lungmtl.demo import SAMPLE
+
+    assert (SAMPLE / "manifest.csv").is_file() and (SAMPLE.parent / "README.md").is_file()
+    size = sum(f.stat().st_size for f in SAMPLE.rglob("*") if f.is_file())
+    assert size <= 5 * 1024 * 1024
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "real CT" in out and "Zenodo" in out and "report.html" in out
+    (report,) = (tmp_path / "demo").glob("*/report.html")
+    summary = json.loads((report.parent / "summary.json").read_text())
+    assert summary["model"] == DEFAULT and summary["n_slices"] == 22
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "-q"]) == 0
+    assert main(["demo", "--train", "--out", str(tmp_path / "demo"), "--epochs", "1", "-q"]) == 0
     out = capsys.readouterr().out
     assert "phantom" in out and "synthetic" in out  # says on screen what the data is
     assert "report.md" in out

@@ -124,3 +124,34 @@ def test_bad_devices_and_settings_are_clear_errors_on_the_command_line(tmp_path,
         err = capsys.readouterr().err
         assert code == 2 and err.startswith("lungmtl: error:"), (bad, err)
         assert "Traceback" not in err
+
+
+def test_flips_move_image_and_mask_together():
+    from lungmtl.data.augment import apply_affine, random_flip_matrices, with_flips
+
+    x = torch.zeros(4, 1, 16, 16)
+    x[:, :, 2:5, 1:4] = 1.0
+    mask = x.clone()
+    eye = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).repeat(4, 1, 1)
+    flips = random_flip_matrices(4, lr=1.0, ud=0.0)
+    out, m = apply_affine(x, mask, with_flips(eye, flips))
+    assert torch.allclose(out, x.flip(-1), atol=1e-5) and torch.equal(m, mask.flip(-1))
+    both = random_flip_matrices(4, lr=1.0, ud=1.0)
+    out, _ = apply_affine(x, None, with_flips(eye, both))
+    assert torch.allclose(out, x.flip(-1).flip(-2), atol=1e-5)
+    none = random_flip_matrices(4, lr=0.0, ud=0.0)
+    assert torch.allclose(apply_affine(x, None, with_flips(eye, none))[0], x, atol=1e-5)
+
+
+def test_intensity_augmentation_is_seeded_and_changes_only_intensities():
+    from lungmtl.data.augment import random_intensity
+
+    x = torch.rand(6, 1, 24, 24)
+    a = random_intensity(x, p=1.0, generator=torch.Generator().manual_seed(3))
+    b = random_intensity(x, p=1.0, generator=torch.Generator().manual_seed(3))
+    c = random_intensity(x, p=1.0, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and torch.isfinite(a).all()
+    assert (a - x).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # every slice changed
+    off = random_intensity(x, p=0.0, noise=0.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(off, x)

@@ -388,3 +388,18 @@ def test_epoch_order_draws_a_share_of_label_only_slices():
     cfg = load_config(overrides=["train.label_only_fraction=0"])
     with pytest.raises(ValueError, match="label_only_fraction"):
         fit(cfg, "/nonexistent-run-dir")
+
+
+def test_flips_and_intensity_augmentation_train_reproducibly(phantom, tmp_path):
+    """The new augmentations draw from the seeded generator: same seed, same weights."""
+    aug = {"augment.flip_lr": 0.5, "augment.flip_ud": 0.5, "augment.intensity": 0.5}
+    cfg = tiny_config([phantom], tmp_path / "cache", **{"train.epochs": 1}, **aug)
+    a = fit(cfg, tmp_path / "a", progress=False)
+    b = fit(cfg, tmp_path / "b", progress=False)
+    plain = fit(
+        tiny_config([phantom], tmp_path / "cache", **{"train.epochs": 1}),
+        tmp_path / "c",
+        progress=False,
+    )
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
+    assert a.history[0]["train_loss"] != plain.history[0]["train_loss"]

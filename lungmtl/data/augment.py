@@ -88,3 +88,87 @@ def augment_batch(
         device=image.device,
     )
     return apply_affine(image, mask, mats)
+
+
+def random_flip_matrices(
+    n: int,
+    *,
+    lr: float = 0.0,
+    ud: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(n, 2, 2) diagonal +-1 matrices: a left-right flip with probability ``lr`` and an
+    up-down flip with probability ``ud`` (some sources store slices upside down)."""
+    sx = torch.where(torch.rand(n, generator=generator) < lr, -1.0, 1.0)
+    sy = torch.where(torch.rand(n, generator=generator) < ud, -1.0, 1.0)
+    return torch.diag_embed(torch.stack([sx, sy], -1))
+
+
+def with_flips(matrices: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Compose flips (n, 2, 2) into affine matrices (n, 2, 3): flip the sampled grid first."""
+    out = matrices.clone()
+    out[:, :, :2] = matrices[:, :, :2] @ flips.to(matrices)
+    return out
+
+
+def random_intensity(
+    image: torch.Tensor,
+    *,
+    p: float = 0.8,
+    contrast: float = 0.25,
+    brightness: float = 0.1,
+    gamma: tuple[float, float] = (0.7, 1.5),
+    noise: float = 0.05,
+    blur: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random per-slice contrast, brightness, gamma, blur and Gaussian noise on (N,1,H,W) images.
+
+    The sources differ in windowing, CLAHE, JPEG and reconstruction kernel; varying these during
+    training keeps the network from telling them apart by their look (the source shortcut).
+    Each transform is applied to a slice with probability ``p``; the random numbers come from
+    ``generator`` on the CPU, so a seeded run stays reproducible on any device.
+    """
+    n = image.shape[0]
+
+    def draw(lo: float, hi: float) -> torch.Tensor:
+        return (lo + (hi - lo) * torch.rand(n, generator=generator)).to(image.device)
+
+    def on() -> torch.Tensor:
+        return (torch.rand(n, generator=generator) < p).to(image.device)
+
+    def per(v: torch.Tensor) -> torch.Tensor:
+        return v.to(image.dtype)[:, None, None, None]
+
+    x = image
+    use_c, c = on(), draw(1 - contrast, 1 + contrast)
+    use_b, b = on(), draw(-brightness, brightness)
+    use_g, g = on(), draw(*gamma)
+    use_blur, sigma = on(), draw(0.3, max(blur, 0.3))
+    use_n, s = on(), draw(0.0, noise)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = torch.where(per(use_c) > 0, (x - mean) * per(c) + mean, x)
+    x = torch.where(per(use_b) > 0, x + per(b), x)
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    span = (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-6)
+    gx = ((x - lo) / span).clamp(0, 1) ** per(g) * span + lo
+    x = torch.where(per(use_g) > 0, gx, x)
+    if blur > 0:
+        x = torch.where(per(use_blur) > 0, _gaussian_blur(x, sigma), x)
+    if noise > 0:
+        eps = torch.randn(x.shape, generator=generator).to(x)
+        x = torch.where(per(use_n) > 0, x + eps * per(s), x)
+    return x
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each slice of (N,1,H,W) with its own Gaussian ``sigma`` (pixels), separably."""
+    n = x.shape[0]
+    r = max(1, math.ceil(2 * float(sigma.max())))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-(t[None] ** 2) / (2 * sigma.to(x.dtype)[:, None] ** 2))
+    k = k / k.sum(1, keepdim=True)
+    y = x.transpose(0, 1)  # (1, N, H, W): one group per slice
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k[:, None, None, :], groups=n)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k[:, None, :, None], groups=n)
+    return y.transpose(0, 1)

@@ -9,7 +9,9 @@ import torch
 
 from ..errors import CheckpointError
 from ..files import atomic_path
+from .ensemble import Ensemble
 from .multitask import ModelConfig, MultiTaskNet, build_model
+from .shipped import SHIPPED, shipped_path
 
 FORMAT = "lungmtl-checkpoint"
 VERSION = 1
@@ -25,20 +27,34 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def save(model: MultiTaskNet, path: str | Path, **extra: Any) -> Path:
-    """Save a model's config and weights; ``extra`` entries (plain data/tensors) ride along."""
+def save(
+    model: MultiTaskNet | Ensemble, path: str | Path, *, half: bool = False, **extra: Any
+) -> Path:
+    """Save a model's config and weights; ``extra`` entries (plain data/tensors) ride along.
+
+    An :class:`Ensemble` also records its size and test-time flips (key ``ensemble``).
+    ``half`` stores floating-point tensors in float16 (half the size; loading casts them back).
+    """
+    if isinstance(model, Ensemble):
+        extra["ensemble"] = {"members": len(model.members), "flips": list(model.flips)}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "model_config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
         **extra,
     }
     return atomic_torch_save(payload, path)
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory holding ``best.pt`` / ``last.pt``."""
+    """A checkpoint file, a run directory holding ``best.pt`` / ``last.pt``, or the name of a
+    shipped model (``lungmtl models``; its checksum is verified)."""
+    if str(path) in SHIPPED and not Path(path).exists():
+        return shipped_path(str(path))
     path = Path(path)
     if path.is_dir():
         for name in RUN_FILES:
@@ -66,14 +82,20 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return ckpt
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskNet:
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskNet | Ensemble:
     """Rebuild a model from a checkpoint alone (config + weights), in eval mode."""
     ckpt = read(path, map_location)
     try:
-        model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+        config = ModelConfig.from_dict(ckpt["model_config"])
+        ens = ckpt.get("ensemble")
+        if ens:
+            members = [build_model(config) for _ in range(int(ens["members"]))]
+            model = Ensemble(members, ens.get("flips", ()))
+        else:
+            model = build_model(config)
         model.load_state_dict(ckpt["state_dict"])
     except ImportError as e:  # an external baseline whose library is not installed here
         raise CheckpointError(resolve(path), str(e)) from None
-    except (KeyError, ValueError, RuntimeError) as e:
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(resolve(path), f"inconsistent checkpoint: {e}") from None
     return model.eval()

@@ -1,0 +1,111 @@
+"""The shipped model: found by name, checked by checksum, used when no checkpoint is given."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lungmtl.cli import main
+from lungmtl.errors import CheckpointError
+from lungmtl.models import checkpoint, create_model
+from lungmtl.models.ensemble import Ensemble
+from lungmtl.models.shipped import DEFAULT, SHIPPED, WEIGHTS_DIR, sha256, shipped_path
+
+
+def tiny():
+    return create_model("unet", width_mult=0.0625, cls_hidden=(8,)).eval()
+
+
+def test_an_ensemble_round_trips_in_half_precision_and_averages_its_flips(tmp_path):
+    torch.manual_seed(0)
+    ens = Ensemble([tiny(), tiny()], flips=("lr",)).eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        out = ens(x)
+        # Symmetrised over left-right flips: flipping the input flips the map, keeps the class.
+        flipped = ens(x.flip(-1))
+        assert torch.allclose(flipped.seg, out.seg.flip(-1), atol=1e-5)
+        assert torch.allclose(flipped.cls, out.cls, atol=1e-5)
+        one = ens.members[0](x)
+        assert not torch.allclose(out.cls, one.cls)  # the mean is not the first member
+    checkpoint.save(ens, tmp_path / "e.pt", half=True, model_name="e")
+    raw = torch.load(tmp_path / "e.pt", weights_only=True)
+    assert raw["ensemble"] == {"members": 2, "flips": ["lr"]}
+    assert all(
+        v.dtype == torch.float16 for v in raw["state_dict"].values() if v.is_floating_point()
+    )
+    back = checkpoint.load(tmp_path / "e.pt")
+    assert isinstance(back, Ensemble) and back.flips == ("lr",)
+    with torch.no_grad():
+        again = back(x)
+    assert torch.allclose(again.cls, out.cls, atol=2e-2)
+    assert torch.allclose(again.seg, out.seg, atol=5e-2)
+
+
+def test_grad_cam_explains_an_ensemble_through_its_first_member():
+    from lungmtl.explain import default_layer, grad_cam
+
+    ens = Ensemble([tiny(), tiny()])
+    assert default_layer(ens) is default_layer(ens.members[0])
+    cam = grad_cam(ens, torch.rand(2, 1, 32, 32))
+    assert cam.shape == (2, 32, 32) and np.isfinite(cam).all()
+
+
+@pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
+def test_the_shipped_model_loads_by_name_with_its_checksum():
+    m = SHIPPED[DEFAULT]
+    path = shipped_path(DEFAULT)
+    assert path.parent == WEIGHTS_DIR and sha256(path) == m.sha256
+    assert path.stat().st_size <= 10 * 1024 * 1024
+    ck = checkpoint.read(DEFAULT)  # a name is resolved like a path
+    assert ck["model_name"] == DEFAULT and "run_config" in ck and ck["scan_rule"]
+    model = checkpoint.load(DEFAULT)
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 128, 128))
+    assert out.seg.shape == (1, 1, 128, 128) and out.cls.shape == (1, 2)
+
+
+@pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
+def test_a_damaged_shipped_file_is_refused_with_the_reason(tmp_path):
+    m = SHIPPED[DEFAULT]
+    shutil.copy(WEIGHTS_DIR / m.file, tmp_path / m.file)
+    data = bytearray((tmp_path / m.file).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / m.file).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        shipped_path(DEFAULT, weights_dir=tmp_path)
+    (tmp_path / m.file).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        shipped_path(DEFAULT, weights_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="no such shipped model"):
+        shipped_path("no-such-model")
+
+
+@pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
+def test_predict_without_checkpoint_uses_the_shipped_model(tmp_path, capsys):
+    from lungmtl.demo import SAMPLE
+
+    out = tmp_path / "out"
+    code = main(["predict", str(SAMPLE), "--out", str(out), "--gradcam", "0", "--threads", "2"])
+    assert code == 0
+    (case,) = [p for p in out.iterdir() if p.is_dir()]
+    s = json.loads((case / "summary.json").read_text())
+    assert s["model"] == DEFAULT and s["checkpoint"] == DEFAULT
+    assert s["intended_use"].startswith("Research use only")
+    assert s["rule_params"] == json.loads(json.dumps(checkpoint.read(DEFAULT)["scan_rule"]))
+    assert 0.0 <= s["scan_score"] <= 1.0
+    # The bundled case is a COVID-19 patient the model never trained on.
+    assert s["verdict"] == "infected"
+    html = (case / "report.html").read_text()
+    assert DEFAULT in html and "Research use only" in html
+
+
+@pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
+def test_models_lists_the_shipped_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"{DEFAULT} (default)" in out
