@@ -3,7 +3,7 @@
 An experiment YAML (see ``configs/experiments/``)::
 
     name: paper-grid                 # optional; default: the file's stem
-    base: configs/cpu-small.yaml     # run config; relative to the YAML, the working dir or the repo
+    base: configs/cpu-small.yaml     # run config; relative to the YAML, the working dir or lungmtl
     set: [train.epochs=20]           # optional overrides of the base ("key=value", as ``--set``)
     grid:                            # a product of axes ...
       model.name: [unet, unetpp, resunet]      # a list: values of one config key
@@ -297,13 +297,15 @@ def _runs(runs: Any, where: str) -> list[Variant]:
 
 
 def _find_base(base: str, yaml_path: Path) -> Path:
-    """The base run config: absolute, or relative to the YAML, the working dir or the repo."""
+    """The base run config: absolute, or relative to the YAML, the working dir or the installed
+    package (whose ``configs/`` are the repository's, so ``configs/cpu-small.yaml`` is found
+    without a checkout)."""
     p = Path(base).expanduser()
     if p.is_absolute():
         candidates = [p]
     else:
-        repo = Path(__file__).resolve().parents[1]
-        candidates = [yaml_path.parent / p, Path.cwd() / p, repo / p]
+        package = Path(__file__).resolve().parent
+        candidates = [yaml_path.parent / p, Path.cwd() / p, package / p]
     for c in candidates:
         if c.is_file():
             return c.resolve()
