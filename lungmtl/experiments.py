@@ -151,8 +151,9 @@ class PlannedRun:
     split: str = "test"
 
     def trained_as_planned(self) -> bool:
-        """The run folder's config.yaml is this run's config (the device and the cache folder
-        may differ: they do not change what is trained)."""
+        """The run folder's config.yaml is this run's config, compared by
+        :func:`lungmtl.config.comparable` (the device and the cache folder may differ: they do
+        not change what is trained; an option added since has its default)."""
         path = self.run_dir / "config.yaml"
         if not path.is_file():
             return False
@@ -594,14 +595,13 @@ def run_experiment(
 
 
 def find_identical_run(r: PlannedRun, folders: list[str | Path]) -> Path | None:
-    """A finished run under ``folder/runs/`` whose resolved config equals ``r``'s, or None."""
-    want = to_dict(r.cfg)
+    """A run under ``folder/runs/`` that is ``r`` finished, or None: trained with the same
+    config (as :meth:`PlannedRun.trained_as_planned` compares them, not the raw YAML: a run on
+    another device, or from before an option existed, is the same run) and evaluated on the
+    data ``r`` is to be evaluated on."""
     for folder in folders:
         for cand in sorted(Path(folder).glob("runs/*")):
-            cfg_file = cand / "config.yaml"
-            if not cfg_file.is_file() or not dataclasses.replace(r, run_dir=cand).finished():
-                continue
-            if yaml.safe_load(cfg_file.read_text()) == want:
+            if dataclasses.replace(r, run_dir=cand).finished():
                 return cand
     return None
 

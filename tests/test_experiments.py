@@ -131,6 +131,32 @@ def test_reuse_copies_identical_finished_runs_only(grid_run, tmp_path):
     assert not list((tmp_path / "o" / "runs").glob(".*copying"))
 
 
+def test_reuse_compares_configs_as_runs_not_as_text(grid_run, tmp_path):
+    """A finished run trained on another device, with another cache folder, and written before
+    an option existed (its default then) is the same run: --reuse copies it."""
+    import shutil
+
+    spec, out, _ = grid_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    cfg_file = old / "runs" / "cls_weight1-seed0" / "config.yaml"
+    cfg = yaml.safe_load(cfg_file.read_text())
+    cfg["train"]["device"] = "cuda:3"
+    cfg["data"]["cache_dir"] = str(tmp_path / "elsewhere")
+    del cfg["augment"]["flip_ud"]  # an option from after this run (default 0.0)
+    cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    other = write_yaml(
+        tmp_path / "other.yaml",
+        base=yaml.safe_load(open(spec))["base"],
+        runs=[{"name": "same", "set": {}}],
+        seeds=[0],
+    )
+    lines: list[str] = []
+    res = run_experiment(other, tmp_path / "o", reuse=[old], progress=False, echo=lines.append)
+    assert res.trained == [] and res.skipped == ["same-seed0"]
+    assert any("same-seed0: identical to" in s and "cls_weight1-seed0" in s for s in lines)
+
+
 def test_reuse_does_not_copy_a_run_evaluated_on_other_data(grid_run, tmp_path):
     """Same training config, but this experiment evaluates on the validation split: the grid's
     test-split evaluation must not be copied in as if it were that."""
