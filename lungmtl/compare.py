@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .data.split import slice_keys
 from .errors import InputError
-
-KEY = ["image", "index"]
 
 
 def _load(eval_dir: Path) -> pd.DataFrame:
@@ -20,13 +19,39 @@ def _load(eval_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=True)
 
 
+def _slice_ids(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Keys that pair the slices of two prediction tables: those of ``evaluate``'s split record
+    (source, patient, file name, index), so evaluations of a data folder that moved since still
+    pair; the file name and index for tables from before patients were recorded; the image's
+    whole path where the short keys are not unique in a table."""
+
+    patients = {"source", "patient"} <= set(a.columns) & set(b.columns)
+
+    def short(t: pd.DataFrame) -> pd.Series:
+        if patients:
+            return slice_keys(t)
+        return t["image"].astype(str).map(lambda p: Path(p).name) + "|" + t["index"].astype(str)
+
+    ka, kb = short(a), short(b)
+    if ka.is_unique and kb.is_unique:
+        return ka, kb
+    return tuple(t["image"].astype(str) + "|" + t["index"].astype(str) for t in (a, b))
+
+
 def paired_tests(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     """Paired t-tests on per-slice Dice and correctness, and exact McNemar on correctness.
 
-    The two prediction tables are aligned on the slice (image, index); slices present in one only
-    are an error, since a paired test needs the same test set.
+    The two prediction tables are aligned on the slice (see :func:`_slice_ids`); slices present
+    in one only are an error, since a paired test needs the same test set.
     """
-    m = a.merge(b, on=KEY, suffixes=("_a", "_b"), how="outer", indicator=True)
+    ka, kb = _slice_ids(a, b)
+    m = a.assign(_slice=ka.to_numpy()).merge(
+        b.assign(_slice=kb.to_numpy()),
+        on="_slice",
+        suffixes=("_a", "_b"),
+        how="outer",
+        indicator=True,
+    )
     if (m["_merge"] != "both").any():
         raise InputError("compare", "the evaluations do not cover the same slices")
     out: dict = {"n_slices": len(m)}

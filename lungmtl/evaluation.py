@@ -16,6 +16,7 @@ from .config import RunConfig, from_dict
 from .data.cache import build_cache, skipped_report
 from .data.dataset import SliceTensors
 from .data.sources import load_sources
+from .data.split import slice_keys
 from .device import prepare_model, resolve_device
 from .errors import InputError
 from .files import write_text
@@ -186,20 +187,6 @@ def _select(
     return ds.cache, rows
 
 
-def _slice_keys(table: pd.DataFrame) -> pd.Series:
-    """Slice identities that survive moving the data folder: source, patient, file name, index."""
-    names = table["image"].astype(str).map(lambda p: Path(p).name)
-    return (
-        table["source"].astype(str)
-        + "|"
-        + table["patient"].astype(str)
-        + "|"
-        + names
-        + "|"
-        + table["index"].astype(str)
-    )
-
-
 def recorded_rows(
     cache_table: pd.DataFrame,
     split_csv: Path | pd.DataFrame,
@@ -221,8 +208,8 @@ def recorded_rows(
     missing_cols = {"image", "index", "patient", "source", "split"} - set(rec.columns)
     if missing_cols:
         raise InputError(split_csv, f"not a split record: no {sorted(missing_cols)} column")
-    wanted = set(_slice_keys(rec[rec["split"] == split]))
-    keys = _slice_keys(cache_table)
+    wanted = set(slice_keys(rec[rec["split"] == split]))
+    keys = slice_keys(cache_table)
     rows = np.flatnonzero(keys.isin(wanted).to_numpy())
     lost = len(wanted) - len(set(keys.iloc[rows]))
     if lost:

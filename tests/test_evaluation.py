@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungmtl.compare import paired_tests
 from lungmtl.evaluation import (
     classification_block,
     lesion_size_block,
@@ -73,36 +72,6 @@ def test_slices_of_infected_studies_are_counted_and_scored_apart():
     assert strict["sensitivity"] == 1.0 and strict["specificity"] == 1.0
     patients = patient_block(frame)  # the infected study counts as one infected patient
     assert patients["n_infected"] == 2 and patients["sensitivity"] == 1.0
-
-
-def test_the_patient_dice_test_counts_patients_not_slices():
-    """Model a beats b by 0.02 on every slice of 3 patients with 50 slices each: the slice
-    test sees 150 pairs, the patient test 3, and says so with a larger p-value."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for k, level in enumerate([0.3, 0.5, 0.7]):
-        for z in range(50):
-            d = level + rng.normal(0, 0.05)
-            rows.append(
-                {
-                    "image": f"p{k}.nii",
-                    "index": z,
-                    "source": "s",
-                    "patient": f"p{k}",
-                    "dice": d,
-                    "correct": True,
-                    "delta": 0.02 + rng.normal(0, 0.05),
-                }
-            )
-    frame = pd.DataFrame(rows)
-    a = frame.drop(columns="delta")
-    b = a.assign(dice=frame["dice"] - frame["delta"])
-    r = paired_tests(a, b)
-    assert r["dice"]["n"] == 150 and r["dice_patients"]["n"] == 3
-    assert r["dice"]["p"] < 0.05
-    assert r["dice_patients"]["p"] > r["dice"]["p"]
-    old = paired_tests(a.drop(columns=["source", "patient"]), b.drop(columns=["source", "patient"]))
-    assert old["dice_patients"] == {"t": None, "p": None, "n": 0}  # predictions without patients
 
 
 def test_captions_with_dollar_signs_are_drawn_as_text(tmp_path):

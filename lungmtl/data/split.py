@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -69,3 +71,17 @@ def assert_patient_disjoint(table: pd.DataFrame) -> None:
     leaked = n[n > 1]
     if len(leaked):
         raise AssertionError(f"patients in more than one split: {list(leaked.index[:5])}")
+
+
+def slice_keys(table: pd.DataFrame) -> pd.Series:
+    """Slice identities that survive moving the data folder: source, patient, file name, index."""
+    names = table["image"].astype(str).map(lambda p: Path(p).name)
+    return (
+        table["source"].astype(str)
+        + "|"
+        + table["patient"].astype(str)
+        + "|"
+        + names
+        + "|"
+        + table["index"].astype(str)
+    )
