@@ -69,9 +69,20 @@ def _one_hot_target(logits: torch.Tensor, target: torch.Tensor, where: str) -> t
     if target.is_floating_point():
         target = target.round()
     target = target.long()
-    if target.numel() and (target.min() < 0 or target.max() >= c):
-        raise InputError(where, f"target class indices must lie in [0, {c - 1}]")
+    if target.device.type == "cpu":  # elsewhere reading the values would wait for the device
+        check_class_indices(target, c, where)
     return F.one_hot(target, c).permute(0, 3, 1, 2).to(dtype=logits.dtype)
+
+
+def check_class_indices(target: torch.Tensor, classes: int, where: str) -> None:
+    """Raise unless every value of ``target`` is a class index in [0, ``classes`` - 1].
+
+    The losses check CPU targets only: on an accelerator the check would stop the host until the
+    device has caught up, every step. Training checks each split's masks once instead, and an
+    index out of range on a GPU otherwise ends in a device-side assert of ``one_hot``.
+    """
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= classes):
+        raise InputError(where, f"target class indices must lie in [0, {classes - 1}]")
 
 
 def dice_loss(
@@ -303,9 +314,13 @@ class MultiTaskLoss(nn.Module):
         cls = cls_ce(cls_logits, label)
         if not self.cls_weight:
             cls = cls.detach()
+        return LossOutput(self.combine(seg, cls), seg, cls)
+
+    def combine(self, seg: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+        """The weighted total of the two terms (a zero-weighted one left out)."""
         total = cls.new_zeros(())
         if self.seg_weight:
             total = total + self.seg_weight * seg
         if self.cls_weight:
             total = total + self.cls_weight * cls
-        return LossOutput(total, seg, cls)
+        return total

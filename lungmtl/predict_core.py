@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -17,50 +18,52 @@ class Predictions(NamedTuple):
 
     p_infected: np.ndarray
     seg_prob: np.ndarray
-    cls_logits: torch.Tensor | None = None
-    seg_logits: torch.Tensor | None = None
+
+
+class BatchOutput(NamedTuple):
+    """One batch of :func:`forward_batches`: ``rows`` of the input it covers, the float32
+    logits on the device (``cls`` (n,2), ``seg`` (n,C,S,S)), and the probabilities on the CPU
+    (``p_infected`` (n,), ``seg_prob`` (n,S,S))."""
+
+    rows: slice
+    cls: torch.Tensor
+    seg: torch.Tensor
+    p_infected: torch.Tensor
+    seg_prob: torch.Tensor
 
 
 @torch.no_grad()
-def predict_images(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    device: torch.device,
-    batch_size: int = 32,
-    keep_logits: bool = False,
-) -> Predictions:
-    """Run ``model`` over images (N,1,S,S) in batches; returns probabilities on the CPU
-    (and the raw logits with ``keep_logits``, e.g. for a validation loss)."""
+def forward_batches(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 32
+) -> Iterator[BatchOutput]:
+    """Run ``model`` (in eval mode) over images (N,1,S,S), ``batch_size`` slices at a time."""
     model.eval()
-    if len(images) == 0:
-        size = images.shape[-1]
-        return Predictions(np.zeros(0, np.float32), np.zeros((0, size, size), np.float32))
-    ps, segs, cls_l, seg_l = [], [], [], []
     for i in range(0, len(images), batch_size):
         x = prepare_input(images[i : i + batch_size].float(), device)
         with autocast(device):
             out = model(x)
-        p = torch.softmax(out.cls.float(), dim=1)[:, 1]
-        seg = out.seg.float()
+        cls, seg = out.cls.float(), out.seg.float()
+        p = torch.softmax(cls, dim=1)[:, 1]
         prob = torch.sigmoid(seg[:, 0]) if seg.shape[1] == 1 else 1 - torch.softmax(seg, 1)[:, 0]
-        ps.append(p.cpu())
-        segs.append(prob.cpu())
-        if keep_logits:
-            cls_l.append(out.cls.float().cpu())
-            seg_l.append(seg.cpu())
-    return Predictions(
-        torch.cat(ps).numpy(),
-        torch.cat(segs).numpy(),
-        torch.cat(cls_l) if keep_logits else None,
-        torch.cat(seg_l) if keep_logits else None,
-    )
+        yield BatchOutput(slice(i, i + len(x)), cls, seg, p.cpu(), prob.cpu())
+
+
+def predict_images(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 32
+) -> Predictions:
+    """Run ``model`` over images (N,1,S,S) in batches; returns probabilities on the CPU."""
+    if len(images) == 0:
+        model.eval()
+        size = images.shape[-1]
+        return Predictions(np.zeros(0, np.float32), np.zeros((0, size, size), np.float32))
+    ps, segs = [], []
+    for out in forward_batches(model, images, device, batch_size):
+        ps.append(out.p_infected)
+        segs.append(out.seg_prob)
+    return Predictions(torch.cat(ps).numpy(), torch.cat(segs).numpy())
 
 
 def predict_tensors(
-    model: torch.nn.Module,
-    data: SliceTensors,
-    device: torch.device,
-    batch_size: int = 32,
-    keep_logits: bool = False,
+    model: torch.nn.Module, data: SliceTensors, device: torch.device, batch_size: int = 32
 ) -> Predictions:
-    return predict_images(model, data.image, device, batch_size, keep_logits)
+    return predict_images(model, data.image, device, batch_size)

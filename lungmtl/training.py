@@ -30,10 +30,10 @@ from .data.dataset import SliceTensors
 from .device import autocast, prepare_input, prepare_model, resolve_device
 from .errors import CheckpointError, InputError
 from .files import atomic_path
-from .losses import MultiTaskLoss
+from .losses import MultiTaskLoss, check_class_indices
 from .metrics import ClassificationAccumulator, SegmentationAccumulator
 from .models import build_model, checkpoint
-from .predict_core import predict_tensors
+from .predict_core import forward_batches
 
 #: Metrics that can select the best checkpoint (all: higher is better, except val_loss).
 SELECT_METRICS = ("val_score", "val_dice_infected", "val_auc", "val_accuracy", "val_loss")
@@ -67,22 +67,35 @@ def build_from_config(cfg: RunConfig, progress: bool = True) -> BuiltDataset:
 
 
 def validation_metrics(model, data: SliceTensors, loss_fn, device, batch_size) -> dict:
-    """Loss and the selection metrics on a held-out split."""
-    pred = predict_tensors(model, data, device, batch_size, keep_logits=True)
-    cls = ClassificationAccumulator()
-    cls.update(data.label.numpy(), pred.p_infected)
+    """Loss and the selection metrics on a held-out split, ``batch_size`` slices at a time: no
+    logits or probability maps of the whole split are kept."""
+    cls, seg = ClassificationAccumulator(), SegmentationAccumulator()
+    # The loss of the whole split from its batches: the segmentation term is a mean over the
+    # slices with a mask, the classification term a mean over all slices.
+    seg_sum = cls_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n_masked = int(data.has_mask.sum())
+    for out in forward_batches(model, data.image, device, batch_size):
+        label, hm = data.label[out.rows], data.has_mask[out.rows]
+        cls.update(label.numpy(), out.p_infected.numpy())
+        if hm.any():
+            # Multiclass masks (0 background, 1 ground-glass, 2 consolidation) are scored as the
+            # infection they outline, like the model's seg_prob (1 - p(background)).
+            truth = data.mask[out.rows][hm].reshape(out.seg_prob[hm].shape) > 0
+            seg.update(out.seg_prob[hm].numpy(), truth.numpy())
+        mask = data.mask[out.rows].to(device)
+        with torch.no_grad():
+            part = loss_fn(
+                out.seg,
+                out.cls,
+                mask if mask.dtype == torch.long else mask.float(),
+                label.to(device),
+                hm.to(device),
+            )
+        seg_sum = seg_sum + part.seg.double() * int(hm.sum())
+        cls_sum = cls_sum + part.cls.double() * len(label)
     c = cls.compute()
-    seg = SegmentationAccumulator()
-    hm = data.has_mask.numpy()
-    if hm.any():
-        # Multiclass masks (0 background, 1 ground-glass, 2 consolidation) are scored as the
-        # infection they outline, like the model's seg_prob (1 - p(background)).
-        truth = data.mask.numpy()[hm].reshape(pred.seg_prob[hm].shape) > 0
-        seg.update(pred.seg_prob[hm], truth)
-    s = seg.compute() if hm.any() else {}
-    with torch.no_grad():
-        mask = data.mask if data.mask.dtype == torch.long else data.mask.float()
-        loss = loss_fn(pred.seg_logits, pred.cls_logits, mask, data.label, data.has_mask).total
+    s = seg.compute() if n_masked else {}
+    loss = loss_fn.combine(seg_sum / max(n_masked, 1), cls_sum / len(data))
     dice_inf = s.get("dice_infected_mean")
     auc = c.get("auc")
     parts = [v for v in (dice_inf, auc if auc is not None else c.get("accuracy")) if v is not None]
@@ -395,6 +408,10 @@ def _fit(cfg, run_dir, resume, dataset, progress, ddp, device) -> FitResult:
     val = SliceTensors(ds.cache, ds.rows("val"), multiclass=multiclass)
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"empty split: {len(train)} train and {len(val)} validation slices")
+    if multiclass:  # once, here: the loss does not check masks on a GPU (no sync per step)
+        for name, split in (("train", train), ("val", val)):
+            where = f"{name} masks (model.seg_classes = {cfg.model.seg_classes})"
+            check_class_indices(split.mask, cfg.model.seg_classes, where)
 
     model = prepare_model(build_model(cfg.model), device)
     opt = torch.optim.Adam(

@@ -231,6 +231,19 @@ def test_bad_options_raise():
         MultiTaskLoss()(x, torch.zeros(3, 2), x, torch.zeros(3), torch.ones(2, dtype=torch.bool))
 
 
+def test_a_multiclass_step_never_reads_values_back_from_the_device():
+    """Checking class indices reads them on the host (a GPU sync per step): the loss checks
+    CPU targets only. On the meta device any read back raises, so the loss must not read."""
+    logits = torch.zeros(2, 3, 4, 4, device="meta", requires_grad=True)
+    target = torch.zeros(2, 4, 4, dtype=torch.long, device="meta")
+    loss = MultiTaskLoss(bce_weight=1.0)(
+        logits, torch.zeros(2, 2, device="meta"), target, torch.zeros(2, device="meta").long()
+    )
+    assert loss.total.device.type == "meta"
+    with pytest.raises(InputError, match="class indices"):  # on the CPU it is still checked
+        dice_loss(torch.zeros(1, 3, 2, 2), torch.full((1, 2, 2), -1))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),

@@ -17,7 +17,7 @@ from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.errors import CheckpointError, InputError
 from lungmtl.evaluation import CLS_KEYS, SEG_KEYS, evaluate
 from lungmtl.losses import MultiTaskLoss
-from lungmtl.models import checkpoint, create_model
+from lungmtl.models import build_model, checkpoint, create_model
 from lungmtl.training import build_from_config, ema_update, fit, validation_metrics
 
 BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
@@ -98,6 +98,43 @@ def test_ema_weights_are_validated_kept_and_resumed(phantom, tmp_path):
     assert whole.history[-1]["val_loss"] == pytest.approx(m["val_loss"], rel=1e-5)
     with pytest.raises(ValueError, match="ema_decay"):
         fit(tiny_config([phantom], cache, **{"train.ema_decay": 1.0}), tmp_path / "c")
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_validation_is_streamed_batch_by_batch(phantom, tmp_path, classes):
+    """The loss is taken batch by batch (no logits of the whole split are kept), and the
+    numbers are those of one batch holding the whole split."""
+    cfg = tiny_config([phantom], tmp_path / "cache", **{"model.seg_classes": classes})
+    ds = build_from_config(cfg, progress=False)
+    val = SliceTensors(ds.cache, ds.rows("val"), multiclass=classes > 1)
+    assert len(val) > 6
+    val.has_mask[[0, 1, 2, 7]] = False  # a batch without masks, one with some
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    loss_fn = MultiTaskLoss(**(to_dict(cfg.loss) | {"bce_weight": 0.5}))
+    seen: list[int] = []
+    loss_fn.register_forward_hook(lambda _m, args, _out: seen.append(len(args[0])))
+    cpu = torch.device("cpu")
+    streamed = validation_metrics(model, val, loss_fn, cpu, 3)
+    assert seen and max(seen) <= 3 and sum(seen) == len(val)
+    whole = validation_metrics(model, val, loss_fn, cpu, len(val))
+    assert seen[-1] == len(val)
+    for key, value in whole.items():
+        assert streamed[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+
+
+def test_masks_out_of_the_class_range_are_refused_before_training(phantom, tmp_path, monkeypatch):
+    """The loss does not check class indices on a GPU (a sync per step): fit checks each
+    split's masks once, before the first step. The phantom's masks hold classes 0, 1 and 2."""
+    import lungmtl.training as training
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained with masks out of range")
+
+    monkeypatch.setattr(training, "train_epoch", never)
+    cfg = tiny_config([phantom], tmp_path / "cache", **{"model.seg_classes": 2})
+    with pytest.raises(InputError, match=r"train masks \(model.seg_classes = 2\).*\[0, 1\]"):
+        fit(cfg, tmp_path / "run", progress=False)
 
 
 def test_ema_forgets_the_initial_state_quickly():
