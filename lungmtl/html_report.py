@@ -30,8 +30,10 @@ from . import viewer
 from .files import write_text
 from .viewer import ViewerData
 
-if TYPE_CHECKING:  # imported for annotations only: inference imports this module lazily
-    from .inference import Case, CaseResult, Predictor
+if TYPE_CHECKING:
+    import torch
+
+    from .cases import Case, CaseResult
 
 __all__ = [
     "ViewerData",
@@ -46,12 +48,12 @@ __all__ = [
 SHEET_SLICES = 12
 SHEET_TOP = 6
 RED = np.array([1.0, 0.0, 0.0])
+#: Display window for HU slices in the pictures (the usual lung window, W 1500 / L -600).
+DISPLAY_WINDOW = (-1350.0, 150.0)
 
 
 def display_window(slice_: np.ndarray, kind: str) -> np.ndarray:
     """A slice scaled to [0, 1] for display: the lung window for HU, 0..255 for 8-bit input."""
-    from .inference import DISPLAY_WINDOW
-
     lo, hi = DISPLAY_WINDOW if kind == "hu" else (0.0, 255.0)
     return np.clip((np.asarray(slice_, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
@@ -108,12 +110,12 @@ def overlay_sheet(case: Case, mask: np.ndarray, slices: pd.DataFrame, out_dir: P
 
 
 def gradcam_maps(
-    predictor: Predictor, images: np.ndarray, boxes: list, ks: list[int]
+    model: torch.nn.Module, images: np.ndarray, boxes: list, ks: list[int]
 ) -> dict[int, tuple[np.ndarray, tuple[int, int, int, int]]]:
     """Grad-CAM of "infected" on slices ``ks``, for the viewer.
 
     Args:
-        predictor: the model (Grad-CAM on its default layer, the deepest encoder stage).
+        model: the model (Grad-CAM on its default layer, the deepest encoder stage).
         images: (Z, S, S) pre-processed slices of the whole case.
         boxes: per slice, the crop box (r0, r1, c0, c1) its pre-processed image came from.
         ks: the slices to explain.
@@ -125,7 +127,7 @@ def gradcam_maps(
         return {}
     from .explain import grad_cam
 
-    cams = grad_cam(predictor.model, torch_from(images[list(ks)]))
+    cams = grad_cam(model, torch_from(images[list(ks)]))
     return {int(k): (cam, tuple(int(b) for b in boxes[k])) for k, cam in zip(ks, cams, strict=True)}
 
 

@@ -43,7 +43,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from .cases import DONE_BEFORE, Case, CaseResult
 from .config import RunConfig, from_dict
 from .data.io import (
     GAP_FACTOR,
@@ -82,13 +83,9 @@ FEW_LUNG_FRACTION = 0.05
 MIN_NEIGHBOUR_CORRELATION = 0.25
 #: Mean spread between the R, G and B channels (0..255) above which a picture is not a CT slice.
 MAX_COLOUR_SPREAD = 12.0
-#: Display window for HU slices in the pictures (the usual lung window, W 1500 / L -600).
-DISPLAY_WINDOW = (-1350.0, 150.0)
 STAGES = ("read", "preprocess", "model", "postprocess", "write")
 #: Hidden folder in a case folder that its files are written to before they are renamed into it.
 STAGING_PREFIX = ".writing-"
-#: The message of a case that ``resume`` skips: an earlier run finished it.
-DONE_BEFORE = "done before"
 
 
 @dataclass(frozen=True)
@@ -165,61 +162,6 @@ def scan_rule(predictor: Predictor, opts: PredictOptions) -> ScanRule:
     if predictor.rule is not None:
         return predictor.rule
     return ScanRule(slice_threshold=opts.threshold, min_run=opts.min_consecutive)
-
-
-@dataclass
-class Case:
-    """One scan (or slice) to predict.
-
-    Attributes:
-        name: folder name under OUT.
-        image: the image; ``array`` is (Z, H, W) in the canonical view of :mod:`lungmtl.data.io`.
-        lung: the dataset's lung masks (Z, H, W) bool, or None (derived ones are used).
-        slice_ids: per-slice labels for slices.csv (slice numbers or file names).
-        has_geometry: spacing is real (mm), so volumes in mL can be reported.
-        warnings: messages raised while reading.
-        read_s: seconds spent reading.
-        breaks: (Z,) bool or None: True where slice k does not follow slice k - 1 (a gap in
-            the slice numbers), so no run of "consecutive" positive slices spans it.
-    """
-
-    name: str
-    image: ImageData
-    lung: np.ndarray | None
-    slice_ids: list[str]
-    has_geometry: bool
-    warnings: list[str] = field(default_factory=list)
-    read_s: float = 0.0
-    breaks: np.ndarray | None = None
-
-
-@dataclass
-class CaseResult:
-    """Outcome of one case: ``ok`` with its summary, or the error message."""
-
-    name: str
-    source: str
-    ok: bool
-    message: str
-    out_dir: Path | None = None
-    summary: dict | None = None
-
-    def line(self) -> str:
-        """One summary line for the terminal."""
-        if not self.ok:
-            return f"FAILED {self.name}: {self.message}"
-        s = self.summary or {}
-        ml = s.get("infected_ml")
-        vol = f", {ml:.1f} mL" if ml is not None else ""
-        pct = s.get("infected_percent_of_lung")
-        pct_s = f", {pct:.1f}% of lung" if pct is not None else ""
-        before = self.message == DONE_BEFORE  # --resume: finished by an earlier run, not redone
-        head, tail = ("done  ", " (finished before)") if before else ("ok    ", "")
-        warned = "".join(f"\n       warning: {w}" for w in s.get("warnings") or [])
-        return (
-            f"{head} {self.name}: {s.get('verdict')} ({s.get('n_positive_slices')}/"
-            f"{s.get('n_slices')} slices positive{vol}{pct_s}) -> {self.out_dir}{tail}{warned}"
-        )
 
 
 # ---------------------------------------------------------------- model
@@ -794,7 +736,7 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
 
             pictures = {"overlays": html_report.overlay_sheet(case, mask, slices, stage)}
             explained = top[: opts.gradcam] if opts.gradcam else []
-            cams = html_report.gradcam_maps(predictor, images, boxes, explained)
+            cams = html_report.gradcam_maps(predictor.model, images, boxes, explained)
             view = html_report.ViewerData.of(case, mask, lung, need, cams)
             summary["pictures"] = {k: v.name for k, v in pictures.items()}
             summary["gradcam_slices"] = explained

@@ -158,3 +158,14 @@ def test_run_directory_resolves_best_then_last(tmp_path):
     assert load(tmp_path).config == m.config
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else tmp_path)
+
+
+def test_the_shared_types_are_one_and_the_names_match_the_registry():
+    """models/base.py holds the output and config types (importable as before from
+    lungmtl.models and lungmtl.models.multitask); its backbone names are BACKBONES'."""
+    from lungmtl.models import base, external, multitask
+
+    assert multitask.ModelConfig is base.ModelConfig is ModelConfig
+    assert multitask.MultiTaskOutput is base.MultiTaskOutput is MultiTaskOutput
+    assert tuple(BACKBONES) == base.BACKBONE_NAMES
+    assert external.EXTERNAL is base.EXTERNAL

@@ -1,11 +1,10 @@
 """Models: blocks, encoders, decoders, heads, the multi-task net, and checkpoints."""
 
+from .base import ModelConfig, MultiTaskOutput
 from .checkpoint import load, read, save
 from .multitask import (
     BACKBONES,
-    ModelConfig,
     MultiTaskNet,
-    MultiTaskOutput,
     build_model,
     count_parameters,
     create_model,

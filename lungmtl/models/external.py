@@ -17,18 +17,11 @@ Neither takes lungmtl's CBAM (``attention`` must be ``None``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
+from .base import EXTERNAL, ModelConfig, MultiTaskOutput
 from .heads import ClassificationHead
-
-if TYPE_CHECKING:
-    from .multitask import ModelConfig
-
-#: External backbone name -> (pip extra, module to import).
-EXTERNAL = {"smp-unet": ("smp", "segmentation_models_pytorch"), "monai-unet": ("monai", "monai")}
 
 
 def _import(name: str):
@@ -87,8 +80,6 @@ class SmpUnet(ExternalNet):
         return self.net.encoder
 
     def forward(self, x: torch.Tensor):
-        from .multitask import MultiTaskOutput
-
         self._check(x)
         seg, cls = self.net(x)
         return MultiTaskOutput(seg, cls)
@@ -124,8 +115,6 @@ class MonaiUNet(ExternalNet):
         return self.net.down_4
 
     def forward(self, x: torch.Tensor):
-        from .multitask import MultiTaskOutput
-
         self._check(x)
         self._bottleneck.clear()
         seg = self.net(x)
