@@ -30,7 +30,7 @@ from lungmtl.config import RunConfig, from_dict
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.evaluation import recorded_rows
 from lungmtl.models import checkpoint
-from lungmtl.predict_core import predict_images
+from lungmtl.predict_core import gate_masks, predict_images
 from lungmtl.scan_rule import ScanRule
 from lungmtl.training import build_from_config
 
@@ -56,7 +56,9 @@ def slice_outputs(ckpt: Path, split: str) -> pd.DataFrame:
         rows = recorded_rows(ds.cache.table, path.parent / "split.csv", split)
     model = checkpoint.load(ckpt)
     data = SliceTensors(ds.cache, rows)
-    pred = predict_images(model, data.image, torch.device("cpu"), 32)
+    pred = gate_masks(
+        predict_images(model, data.image, torch.device("cpu"), 32), ck.get("mask_gate")
+    )
     lungs = ds.cache.lungs[rows].astype(bool)
     frame = ds.cache.table.iloc[rows].reset_index(drop=True)
     frame["y"] = (frame["label"] == "infected").astype(int)

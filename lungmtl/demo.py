@@ -15,7 +15,7 @@ from .training import fit
 #: The bundled real CT sample (see its README.md for source, credit and licence).
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample" / "covid19-ct-seg-case"
 SAMPLE_NOTE = (
-    "Built-in sample: 22 real CT slices of one COVID-19 patient (COVID-19 CT Lung and Infection "
+    "Built-in sample: 17 real CT slices of one COVID-19 patient (COVID-19 CT Lung and Infection "
     "Segmentation Dataset, Ma Jun et al., Zenodo 3757476; CC BY-NC-SA; see "
     "lungmtl/data/sample/README.md), a patient the shipped model never trained on."
 )

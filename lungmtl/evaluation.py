@@ -27,7 +27,7 @@ from .metrics import (
 )
 from .models import checkpoint
 from .models.shipped import default_checkpoint
-from .predict_core import predict_tensors
+from .predict_core import gate_masks, predict_tensors
 from .report import (
     CLS_COLUMNS,
     SEG_COLUMNS,
@@ -267,7 +267,7 @@ def evaluate(
     model = prepare_model(checkpoint.load(checkpoint_path), dev)
     cache, rows = _select(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
     tensors = SliceTensors(cache, rows)
-    pred = predict_tensors(model, tensors, dev, batch_size)
+    pred = gate_masks(predict_tensors(model, tensors, dev, batch_size), ck.get("mask_gate"))
     if crf:
         from .crf import crf_refine
 
@@ -333,6 +333,7 @@ def evaluate(
     }
     metrics["threshold"] = THRESHOLD
     metrics["crf"] = bool(crf)
+    metrics["mask_gate"] = ck.get("mask_gate")
     metrics["lung_only"] = bool(lung_only)
     # Unreadable slices are skipped, not fatal, when evaluating new data: say how many, and which.
     skipped = skipped_report(cache)

@@ -69,7 +69,7 @@ from .errors import InputError
 from .files import write_text
 from .models import MultiTaskOutput, checkpoint
 from .models.shipped import default_checkpoint
-from .predict_core import predict_images
+from .predict_core import gate_masks, predict_images
 from .scan_rule import ScanRule, longest_run  # noqa: F401  (longest_run: re-exported)
 
 THRESHOLD = 0.5
@@ -153,6 +153,7 @@ class Predictor:
     runner: torch.nn.Module | None = None  # what runs the slices, where not ``model`` (ONNX)
     rule: ScanRule | None = None  # the scan rule the checkpoint carries (chosen on validation)
     model_name: str = ""
+    mask_gate: float | None = None  # masks only on slices with P(infected) >= this (checkpoint)
 
 
 def scan_rule(predictor: Predictor, opts: PredictOptions) -> ScanRule:
@@ -187,7 +188,15 @@ def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predict
     model = model.to(memory_format=torch.channels_last)
     rule = ScanRule.from_dict(ck["scan_rule"]) if ck.get("scan_rule") else None
     name = ck.get("model_name") or Path(str(checkpoint_path)).name
-    return Predictor(model, cfg.preprocess, dev, str(checkpoint_path), rule=rule, model_name=name)
+    return Predictor(
+        model,
+        cfg.preprocess,
+        dev,
+        str(checkpoint_path),
+        rule=rule,
+        model_name=name,
+        mask_gate=ck.get("mask_gate"),
+    )
 
 
 def run_model(
@@ -202,6 +211,7 @@ def run_model(
     """
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     pred = predict_images(predictor.runner or predictor.model, x, predictor.device, batch_size)
+    pred = gate_masks(pred, predictor.mask_gate)
     return pred.p_infected, pred.seg_prob
 
 
@@ -715,6 +725,7 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
             for k in top
         ],
         "crf": bool(opts.crf),
+        "mask_gate": predictor.mask_gate,
         "threshold": opts.threshold,
         "preprocess": {"size": cfg.size, "window": list(cfg.window), "enhance": list(cfg.enhance)},
         "device": str(predictor.device),

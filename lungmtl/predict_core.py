@@ -67,3 +67,17 @@ def predict_tensors(
     model: torch.nn.Module, data: SliceTensors, device: torch.device, batch_size: int = 32
 ) -> Predictions:
     return predict_images(model, data.image, device, batch_size)
+
+
+def gate_masks(pred: Predictions, gate: float | None) -> Predictions:
+    """Zero the infection map of every slice the classifier calls healthy (P < ``gate``).
+
+    The two heads then agree: a slice is outlined only where it is called infected. On
+    validation this removed nearly all infection "found" in healthy slices (1.38% -> 0.02% of
+    their lung) for a 0.004 loss of Dice over infected slices (docs/model-card.md); a shipped
+    model carries its gate (checkpoint key ``mask_gate``), None leaves the maps as they are.
+    """
+    if gate is None:
+        return pred
+    keep = (pred.p_infected >= gate).astype(pred.seg_prob.dtype)[:, None, None]
+    return pred._replace(seg_prob=pred.seg_prob * keep)

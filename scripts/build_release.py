@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flips", nargs="*", default=[], help="test-time flips: lr ud lrud")
     ap.add_argument("--scan-rule", type=Path, help="JSON of the ScanRule chosen on validation")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--mask-gate", type=float, help="masks only on slices with P(infected) >= this")
     args = ap.parse_args(argv)
 
     cks = [checkpoint.read(r) for r in args.runs]
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds=[ck["run_config"]["train"]["seed"] for ck in cks],
         epochs=[int(ck.get("epoch", -1)) + 1 for ck in cks],
         model_name=args.name,
+        mask_gate=args.mask_gate,
         scan_rule=None if rule is None else rule.to_dict(),
         split_record=held_out.to_dict(orient="list"),
     )

@@ -23,7 +23,7 @@ def test_demo_runs_the_shipped_model_on_the_bundled_real_sample(tmp_path, capsys
     assert "real CT" in out and "Zenodo" in out and "report.html" in out
     (report,) = (tmp_path / "demo").glob("*/report.html")
     summary = json.loads((report.parent / "summary.json").read_text())
-    assert summary["model"] == DEFAULT and summary["n_slices"] == 22
+    assert summary["model"] == DEFAULT and summary["n_slices"] == 17
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
