@@ -401,9 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the shipped model on a bundled real CT sample (report.html); --train: train, evaluate "
         "and report on the built-in phantom (or --data)",
     )
-    m.add_argument(
-        "--train", action="store_true", help="train and evaluate on the phantom instead"
-    )
+    m.add_argument("--train", action="store_true", help="train and evaluate on the phantom instead")
     m.add_argument("--data", help="train on this data folder (manifest layout); implies --train")
     m.add_argument("--out", default="lungmtl-demo")
     m.add_argument("--epochs", type=_at_least(1))
