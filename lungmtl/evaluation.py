@@ -21,6 +21,9 @@ from .device import prepare_model, resolve_device
 from .errors import InputError
 from .files import write_text
 from .metrics import (
+    CLS_KEYS,
+    SEG_KEYS,
+    THRESHOLD,
     SegmentationAccumulator,
     bootstrap_ci,
     classification_metrics,
@@ -28,7 +31,7 @@ from .metrics import (
 from .models import checkpoint
 from .models.shipped import default_checkpoint
 from .predict_core import gate_masks, predict_tensors
-from .report import (
+from .presentation import (
     CLS_COLUMNS,
     SEG_COLUMNS,
     confusion_png,
@@ -41,18 +44,6 @@ from .report import (
 from .training import build_from_config
 from .volume_metrics import DEFAULT_TOLERANCE, per_volume_block
 
-CLS_KEYS = ("accuracy", "sensitivity", "specificity", "auc", "precision", "f1", "mcc")
-SEG_KEYS = (
-    "dice_mean",
-    "dice_std",
-    "dice_infected_mean",
-    "iou_mean",
-    "pixel_accuracy",
-    "mse",
-    "psnr",
-    "ssim",
-)
-THRESHOLD = 0.5
 #: Bin edges of the infected share of a slice for the Dice-by-lesion-size table.
 LESION_BINS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0)
 

@@ -50,7 +50,7 @@ import yaml
 from .compare import paired_tests
 from .config import RunConfig, apply_overrides, comparable, from_dict, to_dict
 from .errors import InputError
-from .report import fmt
+from .presentation import fmt
 
 #: Top-level keys of an experiment YAML.
 EXPERIMENT_KEYS = (

@@ -33,7 +33,20 @@ from sklearn.metrics import confusion_matrix, f1_score, matthews_corrcoef, roc_a
 
 from .errors import InputError
 
+#: The probability cut-off for "infected" (slice) and for a mask pixel, wherever one is needed.
 THRESHOLD = 0.5
+#: What metrics.json reports for classification and for segmentation (paper Tables 3 and 4).
+CLS_KEYS = ("accuracy", "sensitivity", "specificity", "auc", "precision", "f1", "mcc")
+SEG_KEYS = (
+    "dice_mean",
+    "dice_std",
+    "dice_infected_mean",
+    "iou_mean",
+    "pixel_accuracy",
+    "mse",
+    "psnr",
+    "ssim",
+)
 
 
 def _np(x: Any) -> np.ndarray:

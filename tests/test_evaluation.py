@@ -76,7 +76,7 @@ def test_slices_of_infected_studies_are_counted_and_scored_apart():
 
 def test_captions_with_dollar_signs_are_drawn_as_text(tmp_path):
     """Slice ids come from file names: "a$_$b" is text, not TeX that breaks savefig."""
-    from lungmtl.report import overlay_sheet
+    from lungmtl.presentation import overlay_sheet
 
     img = np.zeros((8, 8), np.float32)
     case = {"image": img, "true": img > 0, "pred": img > 0, "caption": "z=3 (a$_$b.png)"}

@@ -15,8 +15,9 @@ from lungmtl.config import load_config, to_dict
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.errors import CheckpointError, InputError
-from lungmtl.evaluation import CLS_KEYS, SEG_KEYS, evaluate
+from lungmtl.evaluation import evaluate
 from lungmtl.losses import MultiTaskLoss
+from lungmtl.metrics import CLS_KEYS, SEG_KEYS
 from lungmtl.models import build_model, checkpoint, create_model
 from lungmtl.training import build_from_config, ema_update, fit, validation_metrics
 
