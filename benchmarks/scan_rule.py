@@ -28,7 +28,7 @@ import torch
 
 from lungmtl.config import RunConfig, from_dict
 from lungmtl.data.dataset import SliceTensors
-from lungmtl.evaluation import recorded_rows
+from lungmtl.evaluation.select import recorded_rows
 from lungmtl.models import checkpoint
 from lungmtl.predict_core import gate_masks, predict_images
 from lungmtl.scan_rule import ScanRule

@@ -1,4 +1,4 @@
-"""Evaluation helpers."""
+"""The metric blocks of metrics.json (lungmtl.evaluation.blocks) and their report table."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungmtl.evaluation import (
+from lungmtl.evaluation.blocks import (
     classification_block,
     lesion_size_block,
-    lesion_table,
     metric_block,
     patient_block,
     restrict_to_lung,
     slice_truth,
 )
+from lungmtl.evaluation.report import lesion_table
 
 
 def test_restrict_to_lung_keeps_the_lung_and_a_margin_only():
@@ -72,13 +72,3 @@ def test_slices_of_infected_studies_are_counted_and_scored_apart():
     assert strict["sensitivity"] == 1.0 and strict["specificity"] == 1.0
     patients = patient_block(frame)  # the infected study counts as one infected patient
     assert patients["n_infected"] == 2 and patients["sensitivity"] == 1.0
-
-
-def test_captions_with_dollar_signs_are_drawn_as_text(tmp_path):
-    """Slice ids come from file names: "a$_$b" is text, not TeX that breaks savefig."""
-    from lungmtl.presentation import overlay_sheet
-
-    img = np.zeros((8, 8), np.float32)
-    case = {"image": img, "true": img > 0, "pred": img > 0, "caption": "z=3 (a$_$b.png)"}
-    path = overlay_sheet([case], tmp_path / "o.png")
-    assert path.stat().st_size > 0

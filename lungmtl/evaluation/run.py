@@ -1,0 +1,199 @@
+"""evaluate(): metrics.json (overall, per source, per patient, CIs), predictions.csv, report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig, from_dict
+from ..data.cache import skipped_report
+from ..data.dataset import SliceTensors
+from ..device import prepare_model, resolve_device
+from ..errors import InputError
+from ..files import write_text
+from ..metrics import (
+    THRESHOLD,
+    SegmentationAccumulator,
+    bootstrap_ci,
+    classification_metrics,
+)
+from ..models import checkpoint
+from ..models.shipped import default_checkpoint
+from ..predict_core import gate_masks, predict_tensors
+from ..presentation import (
+    confusion_png,
+    roc_png,
+)
+from ..volume_metrics import DEFAULT_TOLERANCE, per_volume_block
+from .blocks import (
+    classification_block,
+    json_safe,
+    lesion_size_block,
+    metric_block,
+    patient_block,
+    restrict_to_lung,
+    slice_truth,
+)
+from .report import overlays, write_report
+from .select import select_rows
+
+
+def evaluate(
+    checkpoint_path: str | Path | None,
+    out: str | Path,
+    *,
+    data: list[str] | None = None,
+    split: str = "test",
+    device: str = "auto",
+    batch_size: int = 32,
+    n_boot: int = 1000,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    crf: bool = False,
+    lung_only: bool = False,
+    nsd_tolerance: float = DEFAULT_TOLERANCE,
+) -> dict:
+    """Evaluate a checkpoint on ``data`` (never seen in training) or on its run's ``split``.
+
+    With ``crf`` the segmentation probabilities are refined by :func:`lungmtl.crf.crf_refine`
+    before any metric (compare two evaluations with ``lungmtl compare`` to measure its effect).
+
+    With ``lung_only`` the infection probability is zeroed outside the derived lung mask
+    (dilated by 2 pixels, so pleural lesions survive): infection lies in the lung by definition,
+    and the mask is computed from the image alone, as at inference time.
+
+    ``per_volume`` scores each patient's stack of masked slices (3 or more) as one volume: Dice,
+    normalised surface Dice within ``nsd_tolerance`` pixels, and the infected volume's error
+    (see :mod:`lungmtl.volume_metrics`).
+
+    Writes ``metrics.json``, ``predictions.csv``, ``report.md``, ``confusion.png``,
+    ``roc.png`` and ``overlays.png`` into ``out``; returns the metrics dict.
+    """
+    out = Path(out)
+    checkpoint_path = checkpoint.resolve(
+        default_checkpoint() if checkpoint_path is None else checkpoint_path
+    )
+    ck = checkpoint.read(checkpoint_path)
+    if "run_config" not in ck:
+        raise InputError(checkpoint_path, "checkpoint has no run config (not written by fit)")
+    cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "checkpoint run_config")
+    if ck.get("split_record") is not None and os.environ.get("LUNGMTL_DATA"):
+        # A shipped model was trained on ../shared/data; $LUNGMTL_DATA says where it is here.
+        cfg.data.sources = [os.environ["LUNGMTL_DATA"]]
+    dev = resolve_device(device)
+    model = prepare_model(checkpoint.load(checkpoint_path), dev)
+    cache, rows = select_rows(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
+    tensors = SliceTensors(cache, rows)
+    pred = gate_masks(predict_tensors(model, tensors, dev, batch_size), ck.get("mask_gate"))
+    if crf:
+        from .crf import crf_refine
+
+        pred = pred._replace(seg_prob=crf_refine(pred.seg_prob, device=dev))
+    if lung_only:
+        pred = pred._replace(seg_prob=restrict_to_lung(pred.seg_prob, cache.lungs[rows]))
+
+    frame = cache.table.iloc[rows].reset_index(drop=True)
+    frame["pos"] = np.arange(len(frame))
+    frame["y"] = (frame["label"] == "infected").astype(int)
+    frame["p_infected"] = pred.p_infected
+    frame["pred_label"] = np.where(pred.p_infected >= THRESHOLD, "infected", "healthy")
+    frame["correct"] = (pred.p_infected >= THRESHOLD).astype(int) == frame["y"]
+    frame["has_mask"] = frame["has_mask"].astype(bool)
+    masks = tensors.mask.numpy()[:, 0]
+    seg = SegmentationAccumulator()
+    hm = frame["has_mask"].to_numpy()
+    for k in ("dice", "iou"):
+        frame[k] = np.nan
+    if hm.any():
+        seg.update(pred.seg_prob[hm], masks[hm])
+        per = seg.per_slice()
+        frame.loc[hm, "dice"] = per["dice"]
+        frame.loc[hm, "iou"] = per["iou"]
+    frame["pred_area"] = (pred.seg_prob >= THRESHOLD).sum(axis=(1, 2))
+    frame["lesion_share"] = np.where(hm, (masks > 0).mean(axis=(1, 2)), np.nan)
+
+    metrics = metric_block(frame, pred.seg_prob, masks)
+    metrics["per_source"] = {
+        src: metric_block(part, pred.seg_prob, masks)
+        for src, part in frame.groupby("source", sort=True)
+    }
+    metrics["patient"] = patient_block(frame)
+    metrics["dice_by_lesion_size"] = lesion_size_block(frame)
+    # Without the slices of infected studies: labels true of each slice. Where a study-labelled
+    # source also holds most healthy slices (MosMed here), this drops the one infected class
+    # that shares their source and flatters a source shortcut; the headline keeps them.
+    truth = slice_truth(frame)
+    metrics["slice_truth_only"] = classification_block(frame[truth])
+    metrics["per_volume"] = per_volume_block(
+        frame,
+        pred.seg_prob >= THRESHOLD,
+        masks,
+        cache.lungs[rows],
+        tolerance=nsd_tolerance,
+        n_boot=n_boot,
+    )
+    # Intervals resample patients, not slices: a patient's slices are correlated.
+    frame["group"] = frame["source"].astype(str) + "/" + frame["patient"].astype(str)
+    inf = hm & (frame["y"] == 1).to_numpy() & (frame["lesion_share"] > 0).to_numpy()
+
+    def ci(rows: np.ndarray, column: str):
+        if not rows.any():
+            return None
+        values = frame.loc[rows, column].to_numpy(float)
+        return bootstrap_ci(values, n_boot=n_boot, groups=frame.loc[rows, "group"].to_numpy())
+
+    metrics["ci95"] = {
+        "accuracy": ci(np.ones(len(frame), bool), "correct"),
+        "dice_mean": ci(hm, "dice"),
+        "dice_infected_mean": ci(inf, "dice"),
+        "resampled": "patients",
+    }
+    metrics["threshold"] = THRESHOLD
+    metrics["crf"] = bool(crf)
+    metrics["mask_gate"] = ck.get("mask_gate")
+    metrics["lung_only"] = bool(lung_only)
+    # Unreadable slices are skipped, not fatal, when evaluating new data: say how many, and which.
+    skipped = skipped_report(cache)
+    metrics["skipped_slices"] = len(skipped) if data else 0
+    metrics["checkpoint"] = str(checkpoint_path)
+    metrics["data"] = list(data) if data else f"run split: {split}"
+    metrics["confusion"] = classification_metrics(
+        frame["y"].to_numpy(), pred.p_infected, threshold=THRESHOLD
+    )["confusion"]
+    metrics = json_safe(metrics)
+
+    out.mkdir(parents=True, exist_ok=True)
+    # metrics.json marks a finished evaluation (experiments skip those): drop an old one first,
+    # write it last and atomically, so a crash in between never leaves it beside stale files.
+    (out / "metrics.json").unlink(missing_ok=True)
+    keep = [
+        "image",
+        "index",
+        "source",
+        "patient",
+        "slice",
+        "label",
+        "label_level",
+        "has_mask",
+        "p_infected",
+        "pred_label",
+        "correct",
+        "dice",
+        "iou",
+        "pred_area",
+        "lesion_share",
+        "slice_truth",
+    ]
+    frame["slice_truth"] = truth
+    frame[keep].to_csv(out / "predictions.csv", index=False)
+    if data and len(skipped):
+        skipped.to_csv(out / "skipped.csv", index=False)
+    confusion_png(metrics["confusion"], out / "confusion.png")
+    roc_png(frame["y"].to_numpy(), pred.p_infected, out / "roc.png", metrics["auc"])
+    overlays(frame, tensors, pred.seg_prob, masks, out / "overlays.png")
+    write_report(metrics, out / "report.md")
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
