@@ -1,17 +1,8 @@
 """CRF post-processing of segmentation probabilities by loopy belief propagation.
 
-A binary pairwise CRF on the pixel grid (method.md, "Post-processing"):
-
-* unary term from the network: ``phi_i(1) = p_i``, ``phi_i(0) = 1 - p_i``;
-* pairwise Potts term on the 4-neighbourhood: ``psi(a, b) = exp(-beta * [a != b])``.
-
-Sum-product loopy belief propagation, synchronous ("flooding") schedule, with message damping
-0.8 (the paper's parameter; **Decision** in method.md): each new message is
-``damping * old + (1 - damping) * computed``. With two labels a normalised message is one number,
-its log-odds, so every message field is one (N, H, W) tensor per direction and each iteration is a
-handful of element-wise operations: vectorised in torch, it runs on whatever device the input is on.
-Sweeps run until the messages stop moving (``tol``) or ``n_iter`` is reached. The returned map is
-the belief (approximate marginal P(infected)), thresholded by the caller as before (0.5).
+A binary pairwise CRF on the pixel grid (docs/method.md, "Evaluation"): unary term from the network,
+Potts pairwise term on the 4-neighbourhood, damped sum-product messages as log-odds, vectorised in
+torch so it runs on the input's device. Returns the beliefs (approximate marginal P(infected)).
 """
 
 from __future__ import annotations
@@ -22,9 +13,7 @@ import torch
 DAMPING = 0.8
 BETA = 1.0
 #: Message passing stops when no message's log-odds moves by more than TOL in a sweep, or after
-#: N_ITER sweeps. A fixed 20 sweeps was far from converged on uncertain maps (a random 64x64 map:
-#: 20% of the pixels on the other side of 0.5 than after 800 sweeps); confident, network-like
-#: maps converge in a few dozen.
+#: N_ITER sweeps (uncertain maps need hundreds; docs/performance.md).
 N_ITER = 500
 TOL = 1e-3
 _EPS = 1e-4
@@ -138,58 +127,3 @@ def crf_refine(
         ]
         out = torch.cat(parts) if parts else t.float()
     return out.cpu().numpy() if as_numpy else out
-
-
-def dice_effect(
-    seg_prob: np.ndarray,
-    masks: np.ndarray,
-    *,
-    threshold: float = 0.5,
-    **crf_kwargs,
-) -> dict:
-    """Per-slice Dice with and without the CRF, and a paired t-test of the difference.
-
-    Use it on a trained model's test predictions (``predict_images(...).seg_prob`` and the true
-    masks at the model's size), or run ``lungmtl evaluate`` twice (with and without ``--crf``)
-    and ``lungmtl compare`` the two folders.
-
-    Args:
-        seg_prob: (N, H, W) predicted infection probabilities.
-        masks: (N, H, W) true binary masks.
-        threshold: mask threshold.
-        **crf_kwargs: ``beta``, ``damping``, ``n_iter``, ``tol`` for :func:`crf_refine`.
-
-    Returns:
-        dict with ``n``, ``dice_plain``, ``dice_crf`` (means), ``delta`` (mean paired difference),
-        ``p_value`` (paired t-test; None for fewer than 2 slices or no variation),
-        and ``dice_infected_plain`` / ``dice_infected_crf`` over slices with a non-empty mask.
-    """
-    from scipy import stats
-
-    seg_prob = np.asarray(seg_prob, dtype=np.float32)
-    masks = np.asarray(masks) > 0
-    if seg_prob.shape != masks.shape or seg_prob.ndim != 3:
-        raise ValueError(f"need matching (N, H, W) arrays, got {seg_prob.shape}, {masks.shape}")
-    refined = crf_refine(seg_prob, **crf_kwargs)
-
-    def dice(pred: np.ndarray) -> np.ndarray:
-        inter = (pred & masks).sum(axis=(1, 2))
-        total = pred.sum(axis=(1, 2)) + masks.sum(axis=(1, 2))
-        # Both empty: a correct "nothing here", Dice 1 (the convention of lungmtl.metrics).
-        return np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
-
-    a, b = dice(seg_prob >= threshold), dice(refined >= threshold)
-    pos = masks.any(axis=(1, 2))
-    diff = b - a
-    p = None
-    if len(diff) > 1 and float(np.std(diff)) > 0:
-        p = float(stats.ttest_rel(b, a).pvalue)
-    return {
-        "n": len(a),
-        "dice_plain": float(a.mean()) if len(a) else None,
-        "dice_crf": float(b.mean()) if len(b) else None,
-        "delta": float(diff.mean()) if len(diff) else None,
-        "p_value": p,
-        "dice_infected_plain": float(a[pos].mean()) if pos.any() else None,
-        "dice_infected_crf": float(b[pos].mean()) if pos.any() else None,
-    }
