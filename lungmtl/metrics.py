@@ -1,24 +1,7 @@
-"""Evaluation metrics (method.md, "Evaluation"): pure functions on NumPy arrays plus accumulators.
+"""Evaluation metrics: pure functions on arrays (or torch tensors) plus streaming accumulators.
 
-Segmentation metrics compare a predicted mask with the true mask of one slice, as the paper does
-(MSE, PSNR and SSIM are on masks, not on CT intensities). Classification metrics take the true
-labels (1 = infected) and the predicted probability of infection.
-
-Written-down rules for the cases where a metric is undefined:
-
-- Dice / IoU when both masks are empty: ``empty`` (default 1.0: "nothing there, nothing found" is
-  a perfect answer). Pass ``empty=float("nan")`` for MONAI's ``ignore_empty`` behaviour; the
-  accumulator's means then skip those slices.
-- PSNR of a perfect slice (MSE 0) is ``inf`` per slice. The accumulator's summary caps each
-  slice at the PSNR of a one-pixel error, 10·log10(H·W) for MAX = 1 (47.0 dB at 224x224): the
-  finest error the resolution can express. Averaging only the finite values instead would drop
-  exactly the best slices.
-- Classification values with a zero denominator are ``None`` (not NaN, not 0): AUC with one class
-  present, sensitivity without positives, specificity without negatives, precision without
-  predicted positives, F1 when there are neither true nor predicted positives, and MCC when any
-  marginal of the confusion matrix is 0 (sklearn would return 0.0 there).
-
-Torch tensors are accepted anywhere an array is (they are copied to NumPy).
+Segmentation metrics compare masks, as the paper does; the rules for undefined cases (empty masks,
+perfect PSNR, zero denominators) are in docs/method.md, "Where a metric is undefined".
 """
 
 from __future__ import annotations

@@ -1,19 +1,5 @@
-"""Shortcut checks: can a slice's source be told from the image, and does accuracy survive within
-a source?
-
-Healthy slices from one source and infected slices from others let a classifier learn the source
-(scanner, windowing, cropping) instead of the disease. Two plain checks:
-
-- :func:`source_classifier_check`: a small classifier (logistic regression on 32x32 thumbnails of
-  the pre-processed slices plus intensity histograms) predicts the *source* of slices of unseen
-  patients (grouped cross-validation). Accuracy far above chance means the sources are
-  separable from the pixels alone; with the label-from-source accuracy (how well knowing only
-  the source predicts infected/healthy) it measures how much a model *could* get for free.
-- :func:`within_source_check`: from an evaluation's ``predictions.csv``, accuracy and AUC
-  restricted to sources that hold both classes (medseg-covid2, covid-ct-md) and to patients
-  holding both (covid-ct-md's P001): there the source cannot give the answer away.
-
-:func:`shortcut_report` runs both and writes ``shortcut.md`` and ``shortcut.json``.
+"""Shortcut checks: can a slice's source be told from its pixels, and does accuracy survive within
+a source? ``shortcut_report`` writes shortcut.md and .json; docs/results.md, "Shortcut check".
 """
 
 from __future__ import annotations
