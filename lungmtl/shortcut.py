@@ -20,6 +20,7 @@ from .data.preprocess import resize
 from .data.sources import load_sources
 from .errors import InputError
 from .metrics import classification_metrics
+from .presentation import fmt
 
 #: The real-data sources that hold both infected and healthy slices.
 MIXED_SOURCES = ("medseg-covid2", "covid-ct-md")
@@ -176,10 +177,6 @@ def within_source_check(eval_or_csv: str | Path, sources: tuple[str, ...] = MIXE
     return out
 
 
-def _f(v, scale: float = 100, digits: int = 1) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else f"{v * scale:.{digits}f}"
-
-
 def _markdown(src: dict | None, within: dict | None, eval_dir: str | None) -> str:
     lines = ["# Shortcut check", ""]
     if src is not None:
@@ -189,13 +186,16 @@ def _markdown(src: dict | None, within: dict | None, eval_dir: str | None) -> st
             f"A logistic regression on {src['features']} of the pre-processed slices predicts "
             f"the source of slices of unseen patients ({src['folds']}-fold cross-validation "
             f"grouped by patient, {src['n_slices']} slices, {src['n_sources']} sources) with "
-            f"accuracy **{_f(src['accuracy'])}%** (chance {_f(src['chance_accuracy'])}%) and "
-            f"balanced accuracy **{_f(src['balanced_accuracy'])}%** "
-            f"(chance {_f(src['chance_balanced'])}%).",
+            f"accuracy **{fmt(src['accuracy'], 100, 1)}%** "
+            f"(chance {fmt(src['chance_accuracy'], 100, 1)}%) and "
+            f"balanced accuracy **{fmt(src['balanced_accuracy'], 100, 1)}%** "
+            f"(chance {fmt(src['chance_balanced'], 100, 1)}%).",
             "",
             f"Knowing only the source (calling each slice by its source's majority label) "
-            f"predicts infected/healthy with accuracy **{_f(src['label_from_source_accuracy'])}%**"
-            f" (majority label overall: {_f(src['label_majority_accuracy'])}%). The gap between"
+            "predicts infected/healthy with accuracy "
+            f"**{fmt(src['label_from_source_accuracy'], 100, 1)}%**"
+            f" (majority label overall: {fmt(src['label_majority_accuracy'], 100, 1)}%)."
+            " The gap between"
             " the two is what a classifier can gain from telling sources apart, without looking"
             " at the lungs.",
             "",
@@ -205,7 +205,7 @@ def _markdown(src: dict | None, within: dict | None, eval_dir: str | None) -> st
         for s, b in src["per_source"].items():
             lines.append(
                 f"| {s} | {b['n_slices']} | {b['n_patients']} | {b['n_infected']} "
-                f"| {_f(b['recall'])} |"
+                f"| {fmt(b['recall'], 100, 1)} |"
             )
         lines.append("")
     if within is not None:
@@ -224,8 +224,9 @@ def _markdown(src: dict | None, within: dict | None, eval_dir: str | None) -> st
                 return
             lines.append(
                 f"| {name} | {b['n']} | {b['n_infected']} | {b['n_healthy']} "
-                f"| {_f(b['accuracy'])} | {_f(b['sensitivity'])} | {_f(b['specificity'])} "
-                f"| {_f(b['auc'])} |"
+                f"| {fmt(b['accuracy'], 100, 1)} | {fmt(b['sensitivity'], 100, 1)} "
+                f"| {fmt(b['specificity'], 100, 1)} "
+                f"| {fmt(b['auc'], 100, 1)} |"
             )
 
         row("all", within["overall"])
