@@ -108,6 +108,7 @@ def test_grad_cam_reads_the_deepest_map_of_an_encoder_that_returns_a_pyramid():
     assert cam.max() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
 def test_grad_cam_of_the_shipped_model_leans_on_the_lesions_of_real_slices(real_data, tmp_path):

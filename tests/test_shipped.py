@@ -85,6 +85,7 @@ def test_a_damaged_shipped_file_is_refused_with_the_reason(tmp_path):
         shipped_path("no-such-model")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
 def test_predict_without_checkpoint_uses_the_shipped_model(tmp_path, capsys):
     from lungmtl.demo import SAMPLE

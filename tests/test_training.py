@@ -44,6 +44,7 @@ def phantom(tmp_path_factory):
     return write_phantom_dataset(root / "data", n_patients=8, n_slices=6, size=64, seed=1)
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights(phantom, tmp_path):
     cache = tmp_path / "cache"
     whole = fit(tiny_config([phantom], cache), tmp_path / "a", progress=False)
@@ -158,6 +159,7 @@ def test_ema_forgets_the_initial_state_quickly():
     torch.testing.assert_close(ema.module.running_var, torch.full((3,), 0.014), rtol=2e-2, atol=0)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_early_stopping(phantom, tmp_path, monkeypatch):
     """A run that stopped early stays stopped when resumed with more epochs, and the count of
     epochs without improvement carries over an interruption."""
@@ -186,6 +188,7 @@ def test_a_resumed_run_keeps_its_early_stopping(phantom, tmp_path, monkeypatch):
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_resume_accepts_a_checkpoint_from_before_an_option_existed(phantom, tmp_path):
     cfg = tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1})
     fit(cfg, tmp_path / "run", progress=False)
@@ -199,6 +202,7 @@ def test_resume_accepts_a_checkpoint_from_before_an_option_existed(phantom, tmp_
     assert len(again.history) == 2
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_replaced_by_mistake(phantom, tmp_path, capsys):
     cfg = tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1})
     fit(cfg, tmp_path / "run", progress=False)
@@ -223,6 +227,7 @@ def test_resume_refuses_a_different_config(phantom, tmp_path):
         fit(other, tmp_path / "run", resume=True, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_end_to_end_on_real_slices(real_data, tmp_path):
     cfg = tiny_config(
@@ -294,6 +299,7 @@ def test_corrupt_checkpoint_and_bad_config_fail_clearly(tmp_path, capsys):
     assert "atention" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process_with_accumulation(phantom, tmp_path):
     """DDP over 2 CPU processes (torchrun, gloo) reaches the weights of 1 process that
     accumulates the same 2 micro-batches per step (dropout off: its masks are per process)."""
@@ -339,6 +345,7 @@ def test_two_gloo_processes_equal_one_process_with_accumulation(phantom, tmp_pat
     assert h1[0] == h2[0] and len(h1) == len(h2) == 2
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(
     phantom, tmp_path, monkeypatch
 ):
@@ -356,6 +363,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_new_data_skips_and_reports_unreadable_slices(phantom, tmp_path, capsys):
     fit(
         tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1}),
@@ -384,6 +392,7 @@ def test_evaluate_new_data_skips_and_reports_unreadable_slices(phantom, tmp_path
     assert str(bad) in (tmp_path / "e" / "skipped.csv").read_text()
 
 
+@pytest.mark.slow
 def test_evaluate_reads_the_recorded_split_after_the_data_grew(tmp_path):
     """Patients added to a source after training reshuffle a redrawn split; evaluate's test
     split is the one recorded in split.csv, so it never holds a training patient."""
@@ -428,6 +437,7 @@ def test_epoch_order_draws_a_share_of_label_only_slices():
         fit(cfg, "/nonexistent-run-dir")
 
 
+@pytest.mark.slow
 def test_flips_and_intensity_augmentation_train_reproducibly(phantom, tmp_path):
     """The new augmentations draw from the seeded generator: same seed, same weights."""
     aug = {"augment.flip_lr": 0.5, "augment.flip_ud": 0.5, "augment.intensity": 0.5}

@@ -107,6 +107,7 @@ def test_per_volume_block_stacks_patients_in_slice_order_and_skips_short_ones():
     assert slice_order(frame.iloc[:12]).tolist() == np.argsort(order).tolist()
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_per_volume_block(tmp_path):
     from lungmtl.config import load_config
     from lungmtl.data.phantom import write_phantom_dataset
