@@ -19,7 +19,9 @@ from lungmtl.evaluation import evaluate
 from lungmtl.losses import MultiTaskLoss
 from lungmtl.metrics import CLS_KEYS, SEG_KEYS
 from lungmtl.models import build_model, checkpoint, create_model
-from lungmtl.training import build_from_config, ema_update, fit, validation_metrics
+from lungmtl.training import build_from_config, fit
+from lungmtl.training.epoch import ema_update
+from lungmtl.training.validate import validation_metrics
 
 BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
 
@@ -128,7 +130,7 @@ def test_validation_is_streamed_batch_by_batch(phantom, tmp_path, classes):
 def test_masks_out_of_the_class_range_are_refused_before_training(phantom, tmp_path, monkeypatch):
     """The loss does not check class indices on a GPU (a sync per step): fit checks each
     split's masks once, before the first step. The phantom's masks hold classes 0, 1 and 2."""
-    import lungmtl.training as training
+    import lungmtl.training.loop as training
 
     def never(*args, **kwargs):
         raise AssertionError("trained with masks out of range")
@@ -163,7 +165,7 @@ def test_ema_forgets_the_initial_state_quickly():
 def test_a_resumed_run_keeps_its_early_stopping(phantom, tmp_path, monkeypatch):
     """A run that stopped early stays stopped when resumed with more epochs, and the count of
     epochs without improvement carries over an interruption."""
-    import lungmtl.training as training
+    import lungmtl.training.loop as training
 
     real = training.validation_metrics
     scores = iter([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])  # improves once, then never again
@@ -349,15 +351,15 @@ def test_two_gloo_processes_equal_one_process_with_accumulation(phantom, tmp_pat
 def test_divergence_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(
     phantom, tmp_path, monkeypatch
 ):
-    from lungmtl import training
+    from lungmtl.losses import MultiTaskLoss
 
-    orig = training.MultiTaskLoss.forward
+    orig = MultiTaskLoss.forward
 
     def nan_forward(self, *args, **kwargs):
         out = orig(self, *args, **kwargs)
         return out._replace(total=out.total * float("nan"))
 
-    monkeypatch.setattr(training.MultiTaskLoss, "forward", nan_forward)
+    monkeypatch.setattr(MultiTaskLoss, "forward", nan_forward)
     with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
         fit(tiny_config([phantom], tmp_path / "c"), tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "last.pt").exists()
@@ -419,7 +421,7 @@ def test_evaluate_reads_the_recorded_split_after_the_data_grew(tmp_path):
 
 
 def test_epoch_order_draws_a_share_of_label_only_slices():
-    from lungmtl.training import epoch_order
+    from lungmtl.training.epoch import epoch_order
 
     has_mask = torch.tensor([True] * 6 + [False] * 10)
     full = epoch_order(has_mask, 2, torch.Generator().manual_seed(0))
