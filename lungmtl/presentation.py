@@ -41,7 +41,7 @@ _ALL = [
     Metric("precision", "Prec (%)"),
     Metric("f1", "F1 (%)"),
     Metric("mcc", "MCC (%)"),
-    # per volume (lungmtl.volume_metrics): summaries, then one row per volume
+    # per volume (lungmtl.evaluation.volumes): summaries, then one row per volume
     Metric("dice_median", "Dice median (%)"),
     Metric("nsd_mean", "NSD mean (%)"),
     Metric("nsd_median", "NSD median (%)"),

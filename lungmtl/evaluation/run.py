@@ -27,7 +27,6 @@ from ..presentation import (
     confusion_png,
     roc_png,
 )
-from ..volume_metrics import DEFAULT_TOLERANCE, per_volume_block
 from .blocks import (
     classification_block,
     json_safe,
@@ -39,6 +38,7 @@ from .blocks import (
 )
 from .report import overlays, write_report
 from .select import select_rows
+from .volumes import DEFAULT_TOLERANCE, per_volume_block
 
 
 def evaluate(
@@ -67,7 +67,7 @@ def evaluate(
 
     ``per_volume`` scores each patient's stack of masked slices (3 or more) as one volume: Dice,
     normalised surface Dice within ``nsd_tolerance`` pixels, and the infected volume's error
-    (see :mod:`lungmtl.volume_metrics`).
+    (see :mod:`lungmtl.evaluation.volumes`).
 
     Writes ``metrics.json``, ``predictions.csv``, ``report.md``, ``confusion.png``,
     ``roc.png`` and ``overlays.png`` into ``out``; returns the metrics dict.

@@ -1,21 +1,7 @@
-"""Per-volume scores as segmentation papers and challenges report them.
+"""Per-volume Dice and normalised surface Dice (NSD), as COVID-19-CT-Seg and nnU-Net report scans.
 
-The COVID-19-CT-Seg benchmark (Ma et al.) scores each scan by its Dice and its normalised surface
-Dice (NSD); nnU-Net reports per-case Dice. Here a *volume* is the stack of one patient's slices
-that carry an infection mask, in the order of the manifest's ``slice`` column (row order where it
-is absent or not numeric). A patient counts as a volume only with at least :data:`MIN_SLICES`
-masked slices: one or two slices are not a scan (MedSeg-100 gives every slice its own id).
-
-Rules where a score is undefined (no NaN reaches metrics.json):
-
-- Dice: both volumes empty -> 1.0 (as the slice-level rule); one empty -> 0.0.
-- NSD (MONAI's ``compute_surface_dice``): both empty -> 1.0 (MONAI returns NaN); one empty ->
-  0.0 (MONAI's value; it is not called then, so it warns nothing).
-- Relative volume error with an empty truth -> None, and the volume is left out of its mean.
-
-Distances are in voxels of the model's input grid, a slice step counting as one pixel (PNG sources
-state no spacing; covid19-ct-seg20 keeps every second slice, so its step is two original
-slices); the NSD tolerance is :data:`DEFAULT_TOLERANCE` pixels unless given.
+A volume is one patient's masked slices in manifest order; undefined cases and units are in
+docs/method.md, "Where a metric is undefined".
 """
 
 from __future__ import annotations
@@ -26,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import InputError
-from .metrics import bootstrap_ci
+from ..errors import InputError
+from ..metrics import bootstrap_ci
 
 #: Fewest masked slices of one patient that make a volume.
 MIN_SLICES = 3

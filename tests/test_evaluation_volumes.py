@@ -1,4 +1,4 @@
-"""Per-volume scores (lungmtl.volume_metrics) on hand-made volumes, and in evaluate()."""
+"""Per-volume scores (lungmtl.evaluation.volumes) on hand-made volumes, and in evaluate()."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lungmtl.volume_metrics import (
+from lungmtl.evaluation.volumes import (
     per_volume_block,
     slice_order,
     surface_dice,
