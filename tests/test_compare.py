@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from lungmtl.cli import main
-from lungmtl.compare import compare, paired_tests
+from lungmtl.compare import compare
+from lungmtl.stats import paired_tests
 from lungmtl.errors import InputError
 
 
