@@ -11,6 +11,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..errors import InputError
 from ..metrics import CLS_KEYS, SEG_KEYS
+from ..presentation import METRICS as REGISTRY
 from ..presentation import Metric, columns, fmt, fmt_p, fmt_pm
 from ..stats import paired_tests, pooled_paired_tests
 from .plan import MAIN_EVAL, PlannedRun
@@ -20,7 +21,8 @@ from .spec import Experiment
 SEG_TABLE = columns("pixel_accuracy", "mse", "psnr", "ssim", "dice_mean", "dice_infected_mean")
 CLS_TABLE = columns("accuracy", "sensitivity", "specificity", "auc", "f1", "mcc")
 SOURCE_TABLE = columns("accuracy", "auc", "dice_mean", "dice_infected_mean")
-METRICS = CLS_KEYS + SEG_KEYS
+#: The CSV columns: classification, then segmentation in the registry's (Table 3) order.
+METRICS = CLS_KEYS + tuple(k for k in REGISTRY if k in SEG_KEYS)
 
 
 def _single_task(cfg: RunConfig) -> tuple[bool, bool]:
