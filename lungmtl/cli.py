@@ -259,7 +259,7 @@ def _demo(args) -> int:
 
 
 def _experiment(args) -> int:
-    from .experiments import run_experiment
+    from .experiments.run import run_experiment
 
     run_experiment(
         args.experiment,

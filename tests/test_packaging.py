@@ -74,7 +74,7 @@ def test_a_wheel_ships_configs_viewer_sample_and_weights(tmp_path):
         "from importlib.resources import files\n"
         "import lungmtl\n"
         "from lungmtl.config import load_config\n"
-        "from lungmtl.experiments import load_experiment\n"
+        "from lungmtl.experiments.spec import load_experiment\n"
         f"assert lungmtl.__file__.startswith({str(site)!r}), lungmtl.__file__\n"
         "root = files('lungmtl') / 'configs'\n"
         "exp = load_experiment(root / 'experiments' / 'smoke.yaml')\n"

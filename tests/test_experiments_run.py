@@ -1,34 +1,22 @@
-"""Experiment grids on tiny phantoms: results tables, resumability, clear errors, LOSO."""
+"""experiments/run.py: training and evaluating an experiment's runs, skipping and reusing
+finished ones; the grid tests train tiny phantom models (slow)."""
 
 from __future__ import annotations
+
+import json
+import shutil
 
 import pandas as pd
 import pytest
 import yaml
+from experiment_helpers import tiny_base, write_yaml
 
-from lungmtl.cli import main
+from lungmtl.config import to_dict
 from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.errors import InputError
-from lungmtl.experiments import load_experiment, plan, run_experiment, source_units
-
-
-def tiny_base(path, sources, cache) -> str:
-    """A tiny, fast run config (32 px, width 0.125, 2 steps) written to ``path``."""
-    cfg = {
-        "data": {"sources": [str(s) for s in sources], "cache_dir": str(cache)},
-        "preprocess": {"size": 32},
-        "model": {"width_mult": 0.125, "cls_hidden": [16, 8]},
-        "augment": {"enabled": False},
-        "optim": {"lr": 0.003},
-        "train": {"epochs": 1, "batch_size": 8, "max_steps_per_epoch": 2},
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
-
-def write_yaml(path, **spec) -> str:
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return str(path)
+from lungmtl.experiments.plan import plan, source_units
+from lungmtl.experiments.run import copy_run, find_identical_run, run_experiment
+from lungmtl.experiments.spec import load_experiment
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +41,7 @@ def grid_run(phantom, tmp_path_factory):
     return spec, tmp / "out", result
 
 
+@pytest.mark.slow
 def test_grid_writes_mean_std_and_paired_tests(grid_run):
     _, out, result = grid_run
     assert sorted(result.trained) == [
@@ -93,6 +82,7 @@ def test_grid_writes_mean_std_and_paired_tests(grid_run):
     assert set(tests["seeds"].astype(str)) == {"0", "1", "pooled"}
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_and_resumes_interrupted_runs(grid_run):
     spec, out, _ = grid_run
     done = out / "runs" / "cls_weight1-seed0" / "eval" / "metrics.json"
@@ -110,6 +100,7 @@ def test_rerun_skips_finished_and_resumes_interrupted_runs(grid_run):
     assert (cut / "eval" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_reuse_copies_identical_finished_runs_only(grid_run, tmp_path):
     spec, out, _ = grid_run
     base = yaml.safe_load(open(spec))["base"]
@@ -131,11 +122,10 @@ def test_reuse_copies_identical_finished_runs_only(grid_run, tmp_path):
     assert not list((tmp_path / "o" / "runs").glob(".*copying"))
 
 
+@pytest.mark.slow
 def test_reuse_compares_configs_as_runs_not_as_text(grid_run, tmp_path):
     """A finished run trained on another device, with another cache folder, and written before
     an option existed (its default then) is the same run: --reuse copies it."""
-    import shutil
-
     spec, out, _ = grid_run
     old = tmp_path / "old"
     shutil.copytree(out, old)
@@ -157,6 +147,7 @@ def test_reuse_compares_configs_as_runs_not_as_text(grid_run, tmp_path):
     assert any("same-seed0: identical to" in s and "cls_weight1-seed0" in s for s in lines)
 
 
+@pytest.mark.slow
 def test_reuse_does_not_copy_a_run_evaluated_on_other_data(grid_run, tmp_path):
     """Same training config, but this experiment evaluates on the validation split: the grid's
     test-split evaluation must not be copied in as if it were that."""
@@ -178,11 +169,10 @@ def test_reuse_does_not_copy_a_run_evaluated_on_other_data(grid_run, tmp_path):
     assert m["data"] == "run split: val"
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_not_taken_for_a_finished_run(grid_run, tmp_path):
     """The same experiment run again with --set: finished runs of the old config are not
     skipped (more epochs: trained on and evaluated again; another lr: refused clearly)."""
-    import shutil
-
     spec, out, _ = grid_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -212,56 +202,7 @@ def test_a_changed_config_is_not_taken_for_a_finished_run(grid_run, tmp_path):
         )
 
 
-def test_bad_keys_fail_clearly(tmp_path, phantom):
-    base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
-    bad = write_yaml(tmp_path / "bad.yaml", base=base, grid={"model.nmae": ["unet"]})
-    with pytest.raises(InputError, match=r"unknown config key 'model.nmae'.*model\.name"):
-        load_experiment(bad)
-    top = write_yaml(tmp_path / "top.yaml", base=base, grid={"model.name": ["unet"]}, sedes=[1])
-    with pytest.raises(InputError, match=r"unknown key\(s\) \['sedes'\].*seeds"):
-        load_experiment(top)
-    value = write_yaml(tmp_path / "v.yaml", base=base, grid={"model.name": ["vgg"]})
-    with pytest.raises(InputError, match="vgg"):
-        load_experiment(value)
-    nobase = write_yaml(tmp_path / "nb.yaml", base=base, runs=[{"name": "a"}], baseline="b")
-    with pytest.raises(InputError, match="baseline 'b' is not a variant"):
-        load_experiment(nobase)
-    assert main(["experiment", bad, "--out", str(tmp_path / "o"), "-q"]) == 2
-
-
-def test_grid_axes_and_labelled_bundles(tmp_path, phantom):
-    base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
-    spec = write_yaml(
-        tmp_path / "g.yaml",
-        base=base,
-        grid={
-            "model.name": ["unet", "resunet"],
-            "setup": {
-                "simple": {"model.attention": None, "preprocess.enhance": []},
-                "proposed": {"model.attention": "cbam", "preprocess.enhance": ["median"]},
-            },
-        },
-        seeds=[0, 1, 2],
-        split_seeds=True,
-    )
-    exp = load_experiment(spec)
-    assert [v.name for v in exp.variants] == [
-        "unet-simple",
-        "unet-proposed",
-        "resunet-simple",
-        "resunet-proposed",
-    ]
-    runs = plan(exp, tmp_path / "out")
-    assert len(runs) == 12
-    r = next(r for r in runs if r.name == "resunet-proposed-seed2")
-    assert (r.cfg.model.name, r.cfg.model.attention, r.cfg.preprocess.enhance) == (
-        "resunet",
-        "cbam",
-        ("median",),
-    )
-    assert r.cfg.train.seed == r.cfg.data.split_seed == 2
-
-
+@pytest.mark.slow
 def test_leave_one_source_out(tmp_path):
     alpha = write_phantom_dataset(tmp_path / "alpha", n_patients=5, n_slices=4, size=48, seed=4)
     beta = write_phantom_dataset(tmp_path / "beta", n_patients=5, n_slices=4, size=48, seed=5)
@@ -285,43 +226,28 @@ def test_leave_one_source_out(tmp_path):
     assert "held out: alpha" in (tmp_path / "out" / "results.md").read_text()
 
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+def test_dry_run_lists_the_plan_and_trains_nothing(tmp_path, phantom):
+    base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
+    spec = write_yaml(tmp_path / "e.yaml", base=base, runs=[{"name": "m"}], seeds=[0, 1])
+    lines: list[str] = []
+    res = run_experiment(spec, tmp_path / "out", dry_run=True, echo=lines.append)
+    assert lines == ["todo     m-seed0", "todo     m-seed1"]
+    assert res.trained == [] and not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match=r"--only \['x\*'\] matches no run"):
+        run_experiment(spec, tmp_path / "out", only=["x*"], dry_run=True, echo=lines.append)
 
 
-@pytest.mark.parametrize(
-    "path", sorted((REPO / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem
-)
-def test_shipped_experiments_plan_at_cpu_and_full_scale(path, tmp_path, request):
-    from lungmtl.config import load_config
-
-    extra = None
-    if yaml.safe_load(path.read_text()).get("leave_one_source_out"):
-        # Its folds are the sources found on disk: point it at the real data (or skip).
-        extra = [f"data.sources=['{request.getfixturevalue('real_data')}']"]
-
-    # smoke.yaml is a deliberately tiny check of the machinery, with no full-scale form.
-    bases = [None] if path.stem == "smoke" else [None, REPO / "configs" / "paper-unet.yaml"]
-    for base in bases:
-        exp = load_experiment(path, extra, base=base)
-        runs = plan(exp, tmp_path)
-        assert runs and len({r.name for r in runs}) == len(runs)
-        assert {r.cfg.train.seed for r in runs} == set(exp.seeds)
-        full = base is not None
-        # The full-scale command really is full scale: no CPU-scale override leaks into it.
-        sizes = {r.cfg.preprocess.size for r in runs}
-        if full:
-            assert sizes == {224}
-        elif path.stem != "smoke":
-            assert sizes == {load_config(exp.base).preprocess.size}
-        if full:
-            assert {r.cfg.train.epochs for r in runs} == {100}
-
-
-def test_shipped_run_configs_load():
-    from lungmtl.config import load_config
-
-    paths = sorted((REPO / "configs").glob("*.yaml"))
-    assert len(paths) >= 8
-    for p in paths:
-        cfg = load_config(p)
-        assert cfg.preprocess.size % cfg.model.divisor == 0, p
+def test_an_identical_finished_run_is_found_and_copied_whole(tmp_path, phantom):
+    base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
+    exp = load_experiment(write_yaml(tmp_path / "e.yaml", base=base, runs=[{"name": "m"}]))
+    (r,) = plan(exp, tmp_path / "new")
+    old = tmp_path / "old" / "runs" / "other-name"
+    (old / "eval").mkdir(parents=True)
+    (old / "config.yaml").write_text(yaml.safe_dump(to_dict(r.cfg)))
+    (old / "best.pt").write_bytes(b"weights")
+    assert find_identical_run(r, [tmp_path / "old"]) is None  # not evaluated yet
+    (old / "eval" / "metrics.json").write_text(json.dumps({"data": "run split: test"}))
+    assert find_identical_run(r, [tmp_path / "nothing", tmp_path / "old"]) == old
+    copy_run(old, r.run_dir)
+    assert (r.run_dir / "best.pt").read_bytes() == b"weights" and r.finished()
+    assert not list(r.run_dir.parent.glob(".*copying"))
