@@ -7,7 +7,6 @@ perfect PSNR, zero denominators) are in docs/method.md, "Where a metric is undef
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -375,69 +374,3 @@ class ClassificationAccumulator:
 
 
 # ------------------------------------------------------------------------------ intervals
-
-
-def bootstrap_ci(
-    values: Any,
-    stat: Callable[[np.ndarray], float] = np.mean,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-    groups: Any = None,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of ``stat`` over per-item values.
-
-    Resamples items (slices) with replacement, or, with ``groups``, whole groups (patients):
-    the slices of one patient are correlated, so resampling them one by one makes the interval
-    too narrow. For accuracy pass per-slice correctness (0/1); NaN values (e.g. Dice with
-    ``empty=nan``) are dropped first.
-
-    Args:
-        values: (N,) per-item values.
-        stat: statistic of a 1-D sample (np.mean, np.median, ...).
-        n_boot: number of bootstrap resamples.
-        alpha: 1 - confidence level (0.05 for a 95% interval).
-        seed: random seed, so intervals are reproducible.
-        groups: optional (N,) group of each item (e.g. "source/patient"): each resample draws
-            as many groups as there are, with replacement, and takes ``stat`` over all their
-            items (a cluster bootstrap).
-
-    Returns:
-        (low, high).
-    """
-    v = _np(values).astype(np.float64).reshape(-1)
-    keep = ~np.isnan(v)
-    if groups is not None:
-        g = np.asarray(groups).reshape(-1)
-        if g.shape != v.shape:
-            raise InputError("bootstrap_ci", f"{g.size} groups for {v.size} values")
-        _, g = np.unique(g[keep], return_inverse=True)
-    v = v[keep]
-    if v.size == 0:
-        raise InputError("bootstrap_ci", "no (non-NaN) values to resample")
-    if not 0 < alpha < 1 or n_boot < 1:
-        raise InputError("bootstrap_ci", f"need 0 < alpha < 1 and n_boot >= 1 ({alpha}, {n_boot})")
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
-    if groups is not None:
-        n_groups = int(g.max()) + 1
-        sums, counts = np.bincount(g, v, n_groups), np.bincount(g, minlength=n_groups)
-        members = [v[g == k] for k in range(n_groups)] if stat is not np.mean else None
-        for i in range(n_boot):
-            drawn = rng.integers(0, n_groups, size=n_groups)
-            if members is None:  # the pooled mean, from per-group sums
-                stats[i] = sums[drawn].sum() / counts[drawn].sum()
-            else:
-                stats[i] = stat(np.concatenate([members[k] for k in drawn]))
-    else:
-        # Chunks bound memory (chunk x N indices) while avoiding a Python loop per draw for mean.
-        chunk = max(1, min(n_boot, 2_000_000 // v.size))
-        for start in range(0, n_boot, chunk):
-            k = min(chunk, n_boot - start)
-            samples = v[rng.integers(0, v.size, size=(k, v.size))]
-            if stat is np.mean:
-                stats[start : start + k] = samples.mean(axis=1)
-            else:
-                stats[start : start + k] = [stat(row) for row in samples]
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)

@@ -25,7 +25,6 @@ from lungmtl.errors import InputError
 from lungmtl.metrics import (
     ClassificationAccumulator,
     SegmentationAccumulator,
-    bootstrap_ci,
     classification_metrics,
     dice,
     iou,
@@ -248,47 +247,6 @@ def test_segmentation_accumulator_empty_and_perfect():
     assert hs["pixel_accuracy"] == 1.0
     blank = SegmentationAccumulator().compute()
     assert blank["n_slices_with_mask"] == 0 and blank["dice_mean"] is None
-
-
-def test_bootstrap_ci():
-    rng = np.random.default_rng(5)
-    assert bootstrap_ci(np.full(30, 0.7)) == pytest.approx((0.7, 0.7))
-    small = rng.random(40)
-    big = rng.random(4000)
-    lo, hi = bootstrap_ci(small, n_boot=500)
-    assert lo < small.mean() < hi
-    blo, bhi = bootstrap_ci(big, n_boot=500)
-    assert bhi - blo < (hi - lo) / 3  # width shrinks ~ 1/sqrt(n)
-    assert bootstrap_ci(small, n_boot=500, seed=1) == bootstrap_ci(small, n_boot=500, seed=1)
-    assert bootstrap_ci(small, n_boot=200, seed=1) != bootstrap_ci(small, n_boot=200, seed=2)
-    mlo, mhi = bootstrap_ci(small, stat=np.median, n_boot=200)
-    assert mlo <= np.median(small) <= mhi
-    # 95% interval of a 0/1 correctness vector with 80% correct covers 0.8.
-    clo, chi = bootstrap_ci(np.r_[np.ones(80), np.zeros(20)])
-    assert clo < 0.8 < chi and 0.65 < clo and chi < 0.95
-    with pytest.raises(InputError, match="no"):
-        bootstrap_ci([])
-
-
-def test_bootstrap_over_patients_is_wider_when_slices_of_a_patient_agree():
-    """20 patients x 10 near-identical slices hold 20 independent values, not 200: resampling
-    patients gives about the interval of 20 values, resampling slices one ~sqrt(10) narrower."""
-    rng = np.random.default_rng(3)
-    per_patient = rng.random(20)
-    values = np.repeat(per_patient, 10) + rng.normal(0, 0.01, 200)
-    groups = np.repeat([f"p{i}" for i in range(20)], 10)
-    slo, shi = bootstrap_ci(values, n_boot=400)
-    plo, phi = bootstrap_ci(values, n_boot=400, groups=groups)
-    rlo, rhi = bootstrap_ci(per_patient, n_boot=400)
-    assert phi - plo > 2.5 * (shi - slo)
-    assert phi - plo == pytest.approx(rhi - rlo, rel=0.35)
-    assert plo < values.mean() < phi
-    # NaNs drop with their group labels; the median takes the general path
-    values[:5] = np.nan
-    mlo, mhi = bootstrap_ci(values, stat=np.median, n_boot=100, groups=groups)
-    assert mlo <= np.nanmedian(values) <= mhi
-    with pytest.raises(InputError, match="groups for"):
-        bootstrap_ci(values, groups=groups[:-1])
 
 
 masks = arrays(np.bool_, st.tuples(st.integers(1, 6), st.integers(1, 6)))

@@ -17,7 +17,6 @@ from ..files import write_text
 from ..metrics import (
     THRESHOLD,
     SegmentationAccumulator,
-    bootstrap_ci,
     classification_metrics,
 )
 from ..models import checkpoint
@@ -27,6 +26,7 @@ from ..presentation import (
     confusion_png,
     roc_png,
 )
+from ..stats import bootstrap_ci
 from .blocks import (
     classification_block,
     json_safe,

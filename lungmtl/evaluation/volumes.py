@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from ..errors import InputError
-from ..metrics import bootstrap_ci
+from ..stats import bootstrap_ci
 
 #: Fewest masked slices of one patient that make a volume.
 MIN_SLICES = 3
