@@ -149,8 +149,8 @@ def dice_effect(
 ) -> dict:
     """Per-slice Dice with and without the CRF, and a paired t-test of the difference.
 
-    Use it on a trained model's test predictions (``predict_images(...).seg_prob`` and the true
-    masks at the model's size), or run ``lungmtl evaluate`` twice (with and without ``--crf``)
+    Use it on a trained model's test predictions (``slice_probabilities(...).seg_prob`` and
+    the true masks at the model's size), or run ``lungmtl evaluate`` twice (with and without ``--crf``)
     and ``lungmtl compare`` the two folders.
 
     Args:

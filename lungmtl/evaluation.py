@@ -30,7 +30,7 @@ from .metrics import (
 )
 from .models import checkpoint
 from .models.shipped import default_checkpoint
-from .predict_core import gate_masks, predict_tensors
+from .forward import gate_masks, slice_probabilities
 from .presentation import (
     CLS_COLUMNS,
     SEG_COLUMNS,
@@ -258,7 +258,7 @@ def evaluate(
     model = prepare_model(checkpoint.load(checkpoint_path), dev)
     cache, rows = _select(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
     tensors = SliceTensors(cache, rows)
-    pred = gate_masks(predict_tensors(model, tensors, dev, batch_size), ck.get("mask_gate"))
+    pred = gate_masks(slice_probabilities(model, tensors.image, dev, batch_size), ck.get("mask_gate"))
     if crf:
         from .crf import crf_refine
 

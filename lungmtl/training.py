@@ -33,7 +33,7 @@ from .files import atomic_path
 from .losses import MultiTaskLoss, check_class_indices
 from .metrics import ClassificationAccumulator, SegmentationAccumulator
 from .models import build_model, checkpoint
-from .predict_core import forward_batches
+from .forward import forward_batches
 
 #: Metrics that can select the best checkpoint (all: higher is better, except val_loss).
 SELECT_METRICS = ("val_score", "val_dice_infected", "val_auc", "val_accuracy", "val_loss")
