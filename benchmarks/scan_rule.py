@@ -29,8 +29,8 @@ import torch
 from lungmtl.config import RunConfig, from_dict
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.evaluation import recorded_rows
-from lungmtl.models import checkpoint
 from lungmtl.forward import gate_masks, slice_probabilities
+from lungmtl.models import checkpoint
 from lungmtl.predict.rule import ScanRule
 from lungmtl.training import build_from_config
 

@@ -150,8 +150,8 @@ def dice_effect(
     """Per-slice Dice with and without the CRF, and a paired t-test of the difference.
 
     Use it on a trained model's test predictions (``slice_probabilities(...).seg_prob`` and
-    the true masks at the model's size), or run ``lungmtl evaluate`` twice (with and without ``--crf``)
-    and ``lungmtl compare`` the two folders.
+    the true masks at the model's size), or run ``lungmtl evaluate`` twice (with and without
+    ``--crf``) and ``lungmtl compare`` the two folders.
 
     Args:
         seg_prob: (N, H, W) predicted infection probabilities.

@@ -20,6 +20,7 @@ from .data.split import slice_keys
 from .device import prepare_model, resolve_device
 from .errors import InputError
 from .files import write_text
+from .forward import gate_masks, slice_probabilities
 from .metrics import (
     CLS_KEYS,
     SEG_KEYS,
@@ -30,7 +31,6 @@ from .metrics import (
 )
 from .models import checkpoint
 from .models.shipped import default_checkpoint
-from .forward import gate_masks, slice_probabilities
 from .presentation import (
     CLS_COLUMNS,
     SEG_COLUMNS,
@@ -258,7 +258,8 @@ def evaluate(
     model = prepare_model(checkpoint.load(checkpoint_path), dev)
     cache, rows = _select(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
     tensors = SliceTensors(cache, rows)
-    pred = gate_masks(slice_probabilities(model, tensors.image, dev, batch_size), ck.get("mask_gate"))
+    pred = slice_probabilities(model, tensors.image, dev, batch_size)
+    pred = gate_masks(pred, ck.get("mask_gate"))
     if crf:
         from .crf import crf_refine
 

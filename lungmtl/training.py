@@ -30,10 +30,10 @@ from .data.dataset import SliceTensors
 from .device import autocast, prepare_input, prepare_model, resolve_device
 from .errors import CheckpointError, InputError
 from .files import atomic_path
+from .forward import forward_batches
 from .losses import MultiTaskLoss, check_class_indices
 from .metrics import ClassificationAccumulator, SegmentationAccumulator
 from .models import build_model, checkpoint
-from .forward import forward_batches
 
 #: Metrics that can select the best checkpoint (all: higher is better, except val_loss).
 SELECT_METRICS = ("val_score", "val_dice_infected", "val_auc", "val_accuracy", "val_loss")
