@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from lungmtl.scan_rule import ScanRule, longest_run
 
 

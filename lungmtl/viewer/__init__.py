@@ -37,7 +37,7 @@ from scipy import ndimage
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..cases import Case
+    from ..predict.types import Case
 
 #: Lung window (W 1500 / L -600) and mediastinal window (W 350 / L 40) for HU input.
 LUNG_WINDOW = (-1350.0, 150.0)
