@@ -9,10 +9,8 @@ what a radiologist needs here: every axial slice, two windows, overlays, a plot 
 What is embedded, per slice (as ``data:`` URLs inside one JSON block, decoded by the browser):
 
 * the CT in the lung window (W 1500 / L -600), and for HU input also in the mediastinal window
-  (W 350 / L 40): 8-bit greyscale JPEG (quality 85 and 80). JPEG rather than WebP: Pillow
-  encodes a 512 x 512 slice as JPEG in about 3 ms against 50-60 ms for WebP (that is 20 s more
-  per 150-slice case on the 2-core machine), and every browser shows it. A 148-slice 512 x 512
-  real scan (covid-ct-md P001) comes to about 12 MB of pictures (16 MB as base64).
+  (W 350 / L 40): 8-bit greyscale JPEG (quality 85 and 80), rather than WebP for the encoding
+  time (docs/performance.md has the figures and a report's size).
 * the predicted infection and the lung outline (the border of the lung mask used for the burden
   figures): palette PNGs with one opaque colour on a transparent background, absent for empty
   slices, drawn over the CT with the chosen opacity.
