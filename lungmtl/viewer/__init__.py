@@ -32,6 +32,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..metrics import THRESHOLD
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -211,7 +213,7 @@ def payload(view: ViewerData, slices: pd.DataFrame, summary: dict) -> dict:
         "inf_mm2": _nums(mm2.to_numpy(float), 2) if known_mm2 else None,
         "inf_pct": _nums(slices["infected_percent_of_lung"].to_numpy(float), 3),
         "z_mm": view.z_mm,
-        "threshold": float(summary.get("threshold", 0.5)),
+        "threshold": float(summary.get("threshold", THRESHOLD)),
         "need": int(view.min_consecutive),
         "runs": runs(positive, view.breaks),
         "top": top,
