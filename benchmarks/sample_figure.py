@@ -24,7 +24,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from lungmtl.demo import SAMPLE
-from lungmtl.inference import PredictOptions, predict
+from lungmtl.predict import PredictOptions, predict
 
 
 def main(argv: list[str] | None = None) -> int:

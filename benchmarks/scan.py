@@ -27,8 +27,8 @@ import torch
 
 from lungmtl.config import load_config, to_dict
 from lungmtl.data.phantom import make_phantom_volume
-from lungmtl.inference import PredictOptions, predict
 from lungmtl.models import create_model, save
+from lungmtl.predict import PredictOptions, predict
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ import torch
 from lungmtl.config import RunConfig, from_dict
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.evaluation.select import recorded_rows
+from lungmtl.forward import gate_masks, slice_probabilities
 from lungmtl.models import checkpoint
-from lungmtl.predict_core import gate_masks, predict_images
-from lungmtl.scan_rule import ScanRule
+from lungmtl.predict.rule import ScanRule
 from lungmtl.training import build_from_config
 
 GRID = {
@@ -57,7 +57,7 @@ def slice_outputs(ckpt: Path, split: str) -> pd.DataFrame:
     model = checkpoint.load(ckpt)
     data = SliceTensors(ds.cache, rows)
     pred = gate_masks(
-        predict_images(model, data.image, torch.device("cpu"), 32), ck.get("mask_gate")
+        slice_probabilities(model, data.image, torch.device("cpu"), 32), ck.get("mask_gate")
     )
     lungs = ds.cache.lungs[rows].astype(bool)
     frame = ds.cache.table.iloc[rows].reset_index(drop=True)

@@ -194,7 +194,7 @@ def _check_out(args) -> None:
 
 
 def _predict(args) -> int:
-    from .inference import PredictOptions, predict
+    from .predict import PredictOptions, predict
 
     opts = PredictOptions(
         device=args.device,

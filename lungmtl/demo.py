@@ -10,6 +10,7 @@ from pathlib import Path
 from .config import RunConfig, load_config
 from .data.phantom import write_phantom_dataset
 from .evaluation import evaluate
+from .presentation import fmt
 from .training import fit
 
 #: The bundled real CT sample (see its README.md for source, credit and licence).
@@ -76,14 +77,10 @@ def demo(
     result = fit(cfg, out / "run", progress=progress, overwrite=True)  # the demo's own folder
     metrics = evaluate(out / "run", out / "eval", split="test", progress=progress, n_boot=500)
     secs = time.perf_counter() - t0
-
-    def f(v):
-        return "n/a" if v is None else f"{v:.3f}"
-
     print(
         f"\nDone in {secs:.0f} s. Test split ({metrics['n_slices']} slices, held-out patients): "
-        f"accuracy {f(metrics['accuracy'])}, AUC {f(metrics['auc'])}, "
-        f"Dice over infected slices {f(metrics['dice_infected_mean'])}.\n"
+        f"accuracy {fmt(metrics['accuracy'], digits=3)}, AUC {fmt(metrics['auc'], digits=3)}, "
+        f"Dice over infected slices {fmt(metrics['dice_infected_mean'], digits=3)}.\n"
         f"  run (config, history, checkpoints): {result.run_dir}\n"
         f"  report: {out / 'eval' / 'report.md'}  (figures: confusion.png, roc.png, overlays.png)"
     )
@@ -92,7 +89,7 @@ def demo(
 
 def demo_predict(out: Path) -> dict:
     """Run the default shipped model on the bundled sample; ``out/<case>/report.html``."""
-    from .inference import PredictOptions, predict
+    from .predict import PredictOptions, predict
 
     print(SAMPLE_NOTE, flush=True)
     t0 = time.perf_counter()

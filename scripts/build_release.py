@@ -22,7 +22,7 @@ from lungmtl.config import comparable
 from lungmtl.models import checkpoint
 from lungmtl.models.ensemble import Ensemble
 from lungmtl.models.shipped import sha256
-from lungmtl.scan_rule import ScanRule
+from lungmtl.predict.rule import ScanRule
 
 SPLIT_COLUMNS = ["source", "patient", "image", "index", "split"]
 

@@ -20,17 +20,17 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from lungmtl import inference
+import lungmtl.predict
 from lungmtl.cli import main
 from lungmtl.config import load_config, to_dict
 from lungmtl.data.build import build_dataset
 from lungmtl.data.io import read_image
 from lungmtl.data.phantom import make_phantom_volume, write_phantom_dataset
 from lungmtl.data.preprocess import PreprocessConfig
-from lungmtl.data.sources import load_slice, read_manifest
 from lungmtl.errors import CheckpointError, InputError
-from lungmtl.inference import PredictOptions, predict
 from lungmtl.models import create_model, save
+from lungmtl.predict import PredictOptions, Predictor, predict
+from lungmtl.predict import inputs as predict_inputs
 from lungmtl.training import fit
 
 FAST = PredictOptions(device="cpu", gradcam=0, report=False)
@@ -256,15 +256,6 @@ def test_other_bad_numbers_on_the_command_line(command, capsys):
 
 
 @pytest.mark.parametrize(
-    "options",
-    [{"batch_size": 0}, {"batch_size": -4}, {"gradcam": -1}, {"threads": 0}, {"threshold": 1.5}],
-)
-def test_predict_options_refuse_bad_values_for_api_users_too(options):
-    with pytest.raises(InputError, match="must"):
-        PredictOptions(**options)
-
-
-@pytest.mark.parametrize(
     "verb",
     [
         ["predict", "x.nii", "--checkpoint", "ck.pt"],
@@ -376,7 +367,7 @@ def test_nifti_with_zero_voxel_sizes_gives_no_ml_and_says_so(tmp_path):
     _phantom_nifti(tmp_path / "good.nii.gz")
     assert read_image(tmp_path / "good.nii.gz").spacing_known
     assert not read_image(tmp_path / "zero.nii.gz").spacing_known
-    predictor = inference.Predictor(
+    predictor = Predictor(
         create_model("unet", width_mult=0.125, cls_hidden=[16]).eval(),
         PreprocessConfig(size=32),
         torch.device("cpu"),
@@ -405,31 +396,6 @@ def test_random_noise_is_not_given_a_verdict(tiny_checkpoint, tmp_path, capsys):
     assert not (tmp_path / "out" / "noise" / "summary.json").exists()
 
 
-@pytest.mark.realdata
-def test_real_ct_slices_are_far_from_noise(real_data):
-    for manifest in sorted(real_data.glob("*/manifest.csv")):
-        table = read_manifest(manifest.parent)
-        for _, row in table.iloc[np.linspace(0, len(table) - 1, 12).astype(int)].iterrows():
-            r = inference.neighbour_correlation(load_slice(row).image)
-            assert r > 2 * inference.MIN_NEIGHBOUR_CORRELATION, (row["image"], r)
-
-
-def test_a_manifest_is_predicted_despite_labels_and_masks_prediction_does_not_use(tmp_path):
-    data = write_phantom_dataset(tmp_path / "data", n_patients=2, n_slices=4, size=48, seed=5)
-    table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
-    table.loc[0, "label"] = "unsure"  # not a label training accepts
-    Image.fromarray(np.zeros((7, 7), np.uint8)).save(data / table.loc[1, "mask"])  # wrong size
-    table.loc[2, "mask_multiclass"] = "masks_multiclass/missing.png"
-    table.to_csv(data / "manifest.csv", index=False)
-    predictor = inference.Predictor(
-        create_model("unet", width_mult=0.125, cls_hidden=[16]).eval(),
-        PreprocessConfig(size=32),
-        torch.device("cpu"),
-    )
-    results = predict("x", [data], tmp_path / "out", FAST, predictor=predictor)
-    assert [r.ok for r in results] == [True, True], [r.message for r in results]
-
-
 def test_resume_skips_finished_cases_before_reading_them_and_says_so(
     tiny_checkpoint, tmp_path, capsys, monkeypatch
 ):
@@ -452,8 +418,10 @@ def test_resume_skips_finished_cases_before_reading_them_and_says_so(
     capsys.readouterr()
     (tmp_path / "out" / "scan1" / "summary.json").unlink()  # scan1 as if interrupted
     read = []
-    real = inference._volume_case
-    monkeypatch.setattr(inference, "_volume_case", lambda p, g: read.append(p.name) or real(p, g))
+    real = predict_inputs._volume_case
+    monkeypatch.setattr(
+        predict_inputs, "_volume_case", lambda p, g: read.append(p.name) or real(p, g)
+    )
     assert main([*args, "--resume"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert read == ["scan1.nii.gz"]  # the finished case was not read again
@@ -467,14 +435,14 @@ def test_ctrl_c_during_predict_says_which_cases_finished(
 ):
     for i in range(3):
         _phantom_nifti(tmp_path / f"scan{i}.nii.gz")
-    real = inference.predict_case
+    real = lungmtl.predict.predict_case
 
     def stop_at_the_second(predictor, case, out_dir, opts):
         if case.name == "scan1":
             raise KeyboardInterrupt
         return real(predictor, case, out_dir, opts)
 
-    monkeypatch.setattr(inference, "predict_case", stop_at_the_second)
+    monkeypatch.setattr(lungmtl.predict, "predict_case", stop_at_the_second)
     inputs = [str(tmp_path / f"scan{i}.nii.gz") for i in range(3)]
     args = ["predict", *inputs, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "out"), "--gradcam", "0"]) == 130

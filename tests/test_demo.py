@@ -12,6 +12,7 @@ from lungmtl.models.shipped import DEFAULT
 
 
 @pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
+@pytest.mark.slow
 def test_demo_runs_the_shipped_model_on_the_bundled_real_sample(tmp_path, capsys):
     from lungmtl.demo import SAMPLE
 
@@ -26,6 +27,7 @@ def test_demo_runs_the_shipped_model_on_the_bundled_real_sample(tmp_path, capsys
     assert summary["model"] == DEFAULT and summary["n_slices"] == 17
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert main(["demo", "--train", "--out", str(tmp_path / "demo"), "--epochs", "1", "-q"]) == 0
     out = capsys.readouterr().out

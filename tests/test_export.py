@@ -21,6 +21,7 @@ def tiny_checkpoint(tmp_path_factory):
     return save(model, tmp_path_factory.mktemp("ck") / "tiny.pt", run_config=run)
 
 
+@pytest.mark.slow
 def test_onnx_matches_pytorch_with_any_batch_size(tiny_checkpoint, tmp_path):
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
     path = export(tiny_checkpoint, tmp_path / "model.onnx", "onnx")
@@ -38,6 +39,7 @@ def test_torchscript_matches_pytorch(tiny_checkpoint, tmp_path):
     assert verify(tiny_checkpoint, path, n=1) < 1e-5
 
 
+@pytest.mark.slow
 def test_cli_export_and_bad_format(tiny_checkpoint, tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip install onnxruntime)")
     out = tmp_path / "m.onnx"

@@ -14,6 +14,7 @@ from ..data.dataset import SliceTensors
 from ..device import prepare_model, resolve_device
 from ..errors import InputError
 from ..files import write_text
+from ..forward import gate_masks, slice_probabilities
 from ..metrics import (
     THRESHOLD,
     SegmentationAccumulator,
@@ -21,7 +22,6 @@ from ..metrics import (
 )
 from ..models import checkpoint
 from ..models.shipped import default_checkpoint
-from ..predict_core import gate_masks, predict_tensors
 from ..presentation import (
     confusion_png,
     roc_png,
@@ -87,7 +87,8 @@ def evaluate(
     model = prepare_model(checkpoint.load(checkpoint_path), dev)
     cache, rows = select_rows(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
     tensors = SliceTensors(cache, rows)
-    pred = gate_masks(predict_tensors(model, tensors, dev, batch_size), ck.get("mask_gate"))
+    pred = slice_probabilities(model, tensors.image, dev, batch_size)
+    pred = gate_masks(pred, ck.get("mask_gate"))
     if crf:
         from .crf import crf_refine
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from ..data.dataset import SliceTensors
+from ..forward import forward_batches
 from ..metrics import ClassificationAccumulator, SegmentationAccumulator
-from ..predict_core import forward_batches
 
 #: Metrics that can select the best checkpoint (all: higher is better, except val_loss).
 SELECT_METRICS = ("val_score", "val_dice_infected", "val_auc", "val_accuracy", "val_loss")

@@ -9,10 +9,8 @@ what a radiologist needs here: every axial slice, two windows, overlays, a plot 
 What is embedded, per slice (as ``data:`` URLs inside one JSON block, decoded by the browser):
 
 * the CT in the lung window (W 1500 / L -600), and for HU input also in the mediastinal window
-  (W 350 / L 40): 8-bit greyscale JPEG (quality 85 and 80). JPEG rather than WebP: Pillow
-  encodes a 512 x 512 slice as JPEG in about 3 ms against 50-60 ms for WebP (that is 20 s more
-  per 150-slice case on the 2-core machine), and every browser shows it. A 148-slice 512 x 512
-  real scan (covid-ct-md P001) comes to about 12 MB of pictures (16 MB as base64).
+  (W 350 / L 40): 8-bit greyscale JPEG (quality 85 and 80), rather than WebP for the encoding
+  time (docs/performance.md has the figures and a report's size).
 * the predicted infection and the lung outline (the border of the lung mask used for the burden
   figures): palette PNGs with one opaque colour on a transparent background, absent for empty
   slices, drawn over the CT with the chosen opacity.
@@ -34,10 +32,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..metrics import THRESHOLD
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..cases import Case
+    from ..predict.types import Case
 
 #: Lung window (W 1500 / L -600) and mediastinal window (W 350 / L 40) for HU input.
 LUNG_WINDOW = (-1350.0, 150.0)
@@ -213,7 +213,7 @@ def payload(view: ViewerData, slices: pd.DataFrame, summary: dict) -> dict:
         "inf_mm2": _nums(mm2.to_numpy(float), 2) if known_mm2 else None,
         "inf_pct": _nums(slices["infected_percent_of_lung"].to_numpy(float), 3),
         "z_mm": view.z_mm,
-        "threshold": float(summary.get("threshold", 0.5)),
+        "threshold": float(summary.get("threshold", THRESHOLD)),
         "need": int(view.min_consecutive),
         "runs": runs(positive, view.breaks),
         "top": top,

@@ -27,9 +27,8 @@ from torch import nn
 
 from lungmtl.data.phantom import make_phantom_volume
 from lungmtl.data.preprocess import PreprocessConfig
-from lungmtl.inference import PredictOptions, Predictor, predict
 from lungmtl.models import MultiTaskOutput
-from lungmtl.viewer import ViewerData, payload, runs
+from lungmtl.predict import PredictOptions, Predictor, predict
 
 N_SLICES, SIZE = 16, 160
 MARGIN_L, MARGIN_R = 46, 58  # the plot's margins in viewer.js
@@ -102,36 +101,6 @@ def test_report_and_index_fetch_nothing(predicted):
         assert not re.search(r"\b(?:fetch|XMLHttpRequest|WebSocket|importScripts)\b", text)
     report = (predicted / "scan" / "report.html").read_text()
     assert report.count("data:image/jpeg;base64,") >= N_SLICES  # every slice, lung window
-
-
-def test_viewer_payload_for_8bit_slices_and_runs_across_jumps():
-    vol = np.full((5, 32, 32), 100.0, np.float32)
-    mask = np.zeros((5, 32, 32), np.uint8)
-    mask[2, 10:14, 10:14] = 1
-    lung = np.zeros((5, 32, 32), bool)
-    lung[:, 4:28, 4:28] = True
-    slices = pd.DataFrame(
-        {
-            "z": range(5),
-            "slice_id": ["1", "2", "3", "9", "10"],
-            "p_infected": [0.9, 0.8, 0.7, 0.9, 0.1],
-            "positive": [True, True, True, True, False],
-            "infected_px": mask.reshape(5, -1).sum(1),
-            "infected_mm2": None,
-            "lung_px": lung.reshape(5, -1).sum(1),
-            "infected_percent_of_lung": [0.0, 0.0, 2.8, 0.0, 0.0],
-        }
-    )
-    breaks = np.array([False, False, False, True, False])
-    view = ViewerData(vol, "8bit", mask, lung, (1.0, 2.0), None, 3, breaks)
-    data = payload(view, slices, {"case": "c", "threshold": 0.5, "most_affected_slices": []})
-    assert [w[0] for w in data["windows"]] == ["stored"] and len(data["ct"]["stored"]) == 5
-    assert data["infection"][2].startswith("data:image/png;base64,")
-    assert [u is None for u in data["infection"]] == [True, True, False, True, True]
-    assert all(u is not None for u in data["outline"])
-    assert data["runs"] == [[0, 2], [3, 3]] == runs(slices["positive"].to_numpy(), breaks)
-    assert data["inf_mm2"] is None and data["z_mm"] is None and data["aspect"] == 2.0
-    assert data["initial"] == 2 and data["cam"] == {}
 
 
 # ---------------------------------------------------------------- in the browser
@@ -237,6 +206,7 @@ return [red, sum];
 """
 
 
+@pytest.mark.slow
 def test_viewer_scrolls_with_wheel_keys_and_slider(browser, predicted, tmp_path):
     from selenium.webdriver import ActionChains, Keys
     from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
@@ -275,6 +245,7 @@ def test_viewer_scrolls_with_wheel_keys_and_slider(browser, predicted, tmp_path)
     _finish(browser, tmp_path, "viewer-scrolled")
 
 
+@pytest.mark.slow
 def test_overlay_and_gradcam_toggles_change_the_pixels(browser, predicted, tmp_path):
     summary, slices = _case(predicted)
     k = summary["gradcam_slices"][0]
@@ -316,6 +287,7 @@ def test_overlay_and_gradcam_toggles_change_the_pixels(browser, predicted, tmp_p
     _finish(browser, tmp_path, "viewer-mediastinal")
 
 
+@pytest.mark.slow
 def test_plot_links_and_table_rows_jump_to_the_slice(browser, predicted, tmp_path):
     from selenium.webdriver import ActionChains
 
@@ -342,6 +314,7 @@ def test_plot_links_and_table_rows_jump_to_the_slice(browser, predicted, tmp_pat
     _finish(browser, tmp_path, "viewer-plot")
 
 
+@pytest.mark.slow
 def test_index_lists_cases_and_failures_and_links_to_reports(browser, predicted, tmp_path):
     summary, _ = _case(predicted)
     _open(browser, predicted / "index.html")

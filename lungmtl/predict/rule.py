@@ -1,9 +1,9 @@
 """The scan-level verdict: from per-slice outputs to "infected" or "healthy" for a whole scan.
 
-A fixed "3 consecutive slices at P >= 0.5" turns a few per cent of slice false positives into a
-positive verdict on long healthy scans. The rule here also asks for a scan score (the mean of the
-``top_k`` highest slice probabilities) and a minimum infected share of the lung; a shipped model
-carries the values chosen on validation (``benchmarks/scan_rule.py``, docs/model-card.md).
+Besides a run of consecutive positive slices, the rule can ask for a scan score and a minimum
+infected share of the lung, so that scattered slice false positives on a long healthy scan make no
+verdict; a shipped model carries the values chosen on validation (``benchmarks/scan_rule.py``,
+docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..metrics import THRESHOLD
 
 
 def longest_run(flags: np.ndarray, breaks: np.ndarray | None = None) -> int:
@@ -33,7 +35,7 @@ class ScanRule:
     The default is lungmtl's earlier rule (3 consecutive slices at 0.5, nothing else).
     """
 
-    slice_threshold: float = 0.5
+    slice_threshold: float = THRESHOLD
     min_run: int = 3
     top_k: int = 3
     scan_threshold: float = 0.0

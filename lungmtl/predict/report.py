@@ -26,43 +26,25 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import viewer
-from .files import write_text
-from .viewer import ViewerData
+from .. import viewer
+from ..files import write_text
+from ..presentation import fmt, overlay_rgb
+from ..viewer import ViewerData
 
 if TYPE_CHECKING:
     import torch
 
-    from .cases import Case, CaseResult
-
-__all__ = [
-    "ViewerData",
-    "display_window",
-    "gradcam_maps",
-    "overlay_sheet",
-    "write_index",
-    "write_report",
-]
+    from .types import Case, CaseResult
 
 #: Slices shown in the overlay sheet: the most affected ones, then evenly spaced others.
 SHEET_SLICES = 12
 SHEET_TOP = 6
-RED = np.array([1.0, 0.0, 0.0])
-#: Display window for HU slices in the pictures (the usual lung window, W 1500 / L -600).
-DISPLAY_WINDOW = (-1350.0, 150.0)
 
 
 def display_window(slice_: np.ndarray, kind: str) -> np.ndarray:
     """A slice scaled to [0, 1] for display: the lung window for HU, 0..255 for 8-bit input."""
-    lo, hi = DISPLAY_WINDOW if kind == "hu" else (0.0, 255.0)
+    lo, hi = viewer.LUNG_WINDOW if kind == "hu" else (0.0, 255.0)
     return np.clip((np.asarray(slice_, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
-
-
-def _red(grey: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    m = mask.astype(bool)
-    rgb[m] = (1 - alpha) * rgb[m] + alpha * RED
-    return rgb
 
 
 def pick_sheet_slices(infected_px: np.ndarray, n: int = SHEET_SLICES, top: int = SHEET_TOP):
@@ -91,7 +73,7 @@ def overlay_sheet(case: Case, mask: np.ndarray, slices: pd.DataFrame, out_dir: P
         ax.axis("off")
     for ax, k in zip(axes.ravel(), picks, strict=False):
         grey = display_window(case.image.array[k], case.image.kind)
-        ax.imshow(_red(grey, mask[k]), interpolation="nearest")
+        ax.imshow(overlay_rgb(grey, mask[k], stretch=False), interpolation="nearest")
         r = slices.iloc[k]
         ax.set_title(
             f"z={k} ({r['slice_id']})  P={r['p_infected']:.2f}\n"
@@ -125,7 +107,7 @@ def gradcam_maps(
     """
     if not ks:
         return {}
-    from .explain import grad_cam
+    from ..explain import grad_cam
 
     cams = grad_cam(model, torch_from(images[list(ks)]))
     return {int(k): (cam, tuple(int(b) for b in boxes[k])) for k, cam in zip(ks, cams, strict=True)}
@@ -140,12 +122,6 @@ def torch_from(images: np.ndarray):
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _fmt(v, unit: str = "", digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "n/a"
-    return f"{v:.{digits}f}{unit}" if isinstance(v, float) else f"{v}{unit}"
 
 
 def _spacing(spacing) -> str:
@@ -218,11 +194,11 @@ def write_report(
     facts = [
         ("verdict", _verdict(summary["verdict"])),
         ("rule", e(summary["rule"])),
-        ("scan score", _fmt(summary.get("scan_score"), "", 3)),
+        ("scan score", fmt(summary.get("scan_score"), digits=3)),
         ("positive slices", f"{summary['n_positive_slices']} / {summary['n_slices']}"),
-        ("infected volume", _fmt(summary.get("infected_ml"), " mL")),
-        ("lung volume", _fmt(summary.get("lung_ml"), " mL")),
-        ("infected % of lung", _fmt(summary.get("infected_percent_of_lung"), " %", 2)),
+        ("infected volume", fmt(summary.get("infected_ml"), digits=1, unit=" mL")),
+        ("lung volume", fmt(summary.get("lung_ml"), digits=1, unit=" mL")),
+        ("infected % of lung", fmt(summary.get("infected_percent_of_lung"), unit=" %")),
         ("lung mask", e(summary["lung_mask"])),
         ("CRF post-processing", "yes" if summary.get("crf") else "no"),
         ("input", e(summary["input"])),
@@ -288,9 +264,8 @@ def write_thumbnail(view: ViewerData, summary: dict, path: Path) -> Path:
     """``thumbnail.jpg``: the most affected slice (else the middle one), infection in red."""
     top = summary.get("most_affected_slices") or []
     k = int(top[0]["z"]) if top else len(view.volume) // 2
-    lo, hi = viewer.LUNG_WINDOW if view.kind == "hu" else (0.0, 255.0)
-    grey = np.clip((np.asarray(view.volume[k], dtype=np.float32) - lo) / (hi - lo), 0, 1)
-    rgb = (_red(grey, view.mask[k]) * 255 + 0.5).astype(np.uint8)
+    grey = display_window(view.volume[k], view.kind)
+    rgb = (overlay_rgb(grey, view.mask[k], stretch=False) * 255 + 0.5).astype(np.uint8)
     img = Image.fromarray(rgb, "RGB")
     height = grey.shape[0] * view.pixel_mm[0]  # mm: square pixels on screen
     width = grey.shape[1] * view.pixel_mm[1]
@@ -324,9 +299,9 @@ def _index_row(name: str, s: dict, case_dir: Path, note: str = "") -> str:
         f"<td>{_verdict(s.get('verdict', '?'))}</td>"
         f"<td>{s.get('n_positive_slices', '?')} / {s.get('n_slices', '?')}"
         f" (longest run {s.get('longest_positive_run', '?')})</td>"
-        f"<td>{_fmt(s.get('infected_ml'), ' mL')}</td>"
-        f"<td>{_fmt(pct, ' %', 2)}</td>"
-        f"<td>{_fmt(s.get('max_p_infected'), '', 3)}</td>"
+        f"<td>{fmt(s.get('infected_ml'), digits=1, unit=' mL')}</td>"
+        f"<td>{fmt(pct, unit=' %')}</td>"
+        f"<td>{fmt(s.get('max_p_infected'), digits=3)}</td>"
         f"<td>{thumb}</td><td><small>{e(str(s.get('input', '')))}</small></td></tr>"
     )
 
