@@ -15,7 +15,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from lungmtl.data.preprocess import lung_box, to_unit
+from lungmtl.data.lungmask import lung_box
+from lungmtl.data.preprocess import to_unit
 from lungmtl.data.sources import load_slice, load_sources
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.io import ImageData
+from .data.image import ImageData
 
 #: The message of a case that ``resume`` skips: an earlier run finished it.
 DONE_BEFORE = "done before"
@@ -23,7 +23,7 @@ class Case:
 
     Attributes:
         name: folder name under OUT.
-        image: the image; ``array`` is (Z, H, W) in the canonical view of :mod:`lungmtl.data.io`.
+        image: the image; ``array`` is (Z, H, W) in the canonical view of :mod:`lungmtl.data.image`.
         lung: the dataset's lung masks (Z, H, W) bool, or None (derived ones are used).
         slice_ids: per-slice labels for slices.csv (slice numbers or file names).
         has_geometry: spacing is real (mm), so volumes in mL can be reported.

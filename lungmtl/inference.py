@@ -53,17 +53,12 @@ from PIL import Image
 
 from .cases import DONE_BEFORE, Case, CaseResult
 from .config import RunConfig, from_dict
-from .data.io import (
-    GAP_FACTOR,
-    RASTER_SUFFIXES,
-    ImageData,
-    affine_spacing,
-    read_image,
-    suffix_of,
-    write_mask_like,
-)
+from .data.dicom import GAP_FACTOR
+from .data.image import RASTER_SUFFIXES, ImageData, affine_spacing, suffix_of
+from .data.io import read_image, write_mask_like
+from .data.manifest import read_manifest
 from .data.preprocess import PreprocessConfig, paste_back, preprocess_slice
-from .data.sources import load_slice, read_manifest
+from .data.sources import load_slice
 from .device import resolve_device
 from .errors import InputError
 from .files import write_text

@@ -25,9 +25,10 @@ from lungmtl.cli import main
 from lungmtl.config import load_config, to_dict
 from lungmtl.data.build import build_dataset
 from lungmtl.data.io import read_image
+from lungmtl.data.manifest import read_manifest
 from lungmtl.data.phantom import make_phantom_volume, write_phantom_dataset
 from lungmtl.data.preprocess import PreprocessConfig
-from lungmtl.data.sources import load_slice, read_manifest
+from lungmtl.data.sources import load_slice
 from lungmtl.errors import CheckpointError, InputError
 from lungmtl.inference import PredictOptions, predict
 from lungmtl.models import create_model, save
