@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .config import RunConfig, from_dict
+from .data.build import build_from_config
 from .data.cache import build_cache, skipped_report
 from .data.dataset import SliceTensors
 from .data.sources import load_sources
@@ -41,7 +42,6 @@ from .presentation import (
     roc_png,
     volume_section,
 )
-from .training import build_from_config
 from .volume_metrics import DEFAULT_TOLERANCE, per_volume_block
 
 #: Bin edges of the infected share of a slice for the Dice-by-lesion-size table.

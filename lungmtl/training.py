@@ -25,7 +25,7 @@ from .data.augment import (
     random_intensity,
     with_flips,
 )
-from .data.build import BuiltDataset, build_dataset
+from .data.build import BuiltDataset, build_from_config
 from .data.dataset import SliceTensors
 from .device import autocast, prepare_input, prepare_model, resolve_device
 from .errors import CheckpointError, InputError
@@ -46,24 +46,6 @@ class FitResult:
     best_value: float
     history: list[dict]
     dataset: BuiltDataset
-
-
-def build_from_config(cfg: RunConfig, progress: bool = True) -> BuiltDataset:
-    d = cfg.data
-    return build_dataset(
-        d.sources,
-        cfg.preprocess,
-        cache_dir=d.cache_dir,
-        split=d.split,
-        split_seed=d.split_seed,
-        balance_ratio=d.balance,
-        study_labels=d.study_labels,
-        max_slices=d.max_slices,
-        skip_bad=d.skip_bad,
-        published_split=d.published_split,
-        workers=max(1, cfg.train.num_workers),
-        progress=progress,
-    )
 
 
 def validation_metrics(model, data: SliceTensors, loss_fn, device, batch_size) -> dict:

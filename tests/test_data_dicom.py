@@ -100,6 +100,7 @@ def test_dicom_with_three_orientation_values_is_an_input_error(tmp_path: Path) -
         read_image(tmp_path / "s")
 
 
+@pytest.mark.slow
 def test_real_covid_ct_md_volume_is_position_ordered_hu(real_data: Path) -> None:
     folder = real_data / "covid-ct-md" / "P001"
     vol = read_image(folder)

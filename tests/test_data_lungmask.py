@@ -44,6 +44,7 @@ def _lung_dice(root, source: str, n: int, min_fraction: float, seed: int = 0) ->
     return np.array(scores)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("source", ["covid19-ct-seg20", "medseg-covid2"])
 def test_derived_lung_mask_matches_reference_masks(real_data, source):
@@ -68,6 +69,7 @@ def test_crop_leaves_blank_and_already_cropped_slices_whole():
         P.PreprocessConfig(crop="body")
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("source", ["covid19-ct-seg20", "medseg-covid2", "medseg100"])
 def test_crop_never_cuts_infection_off_real_slices(real_data, source):

@@ -188,6 +188,7 @@ def test_dataset_lung_mask_used_only_when_asked(phantom):
     np.testing.assert_array_equal(fallback.lung_mask, derived.lung_mask)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.parametrize("source", ["medseg100", "mosmed-mid"])
 def test_other_sources_preprocess_without_crash(real_data, source):
@@ -220,6 +221,7 @@ def test_two_anchor_normalisation_maps_lung_and_tissue_levels():
     assert np.median(single[body & ~lung]) == pytest.approx(0.55 * 0.1 / 0.35, abs=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_sources_end_with_the_same_lung_and_tissue_levels(real_data):
     """Differently windowed sources reach the same lung and soft-tissue levels."""

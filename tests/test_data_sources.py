@@ -79,6 +79,7 @@ def test_volume_index_out_of_range(tmp_path: Path) -> None:
         load_slice(row)
 
 
+@pytest.mark.slow
 def test_real_sources_match_their_manifests(real_data: Path) -> None:
     t = load_sources(real_data)
     folders = sorted(p.parent for p in real_data.glob("*/manifest.csv"))

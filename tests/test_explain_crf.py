@@ -9,10 +9,10 @@ from torch import nn
 
 from lungmtl.config import RunConfig, from_dict
 from lungmtl.crf import crf_refine, crf_refine_torch, dice_effect
+from lungmtl.data.build import build_from_config
 from lungmtl.explain import default_layer, grad_cam
 from lungmtl.models import MultiTaskOutput, checkpoint, create_model
 from lungmtl.models.shipped import DEFAULT
-from lungmtl.training import build_from_config
 
 
 class TwoDetectors(nn.Module):

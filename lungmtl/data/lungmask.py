@@ -17,9 +17,9 @@ _CROP_MIN_BORDER_AIR = 0.6  # crop only slices whose border is mostly outside ai
 _CROP_MIN_LUNG = 0.03  # crop only around a lung mask at least this large (fraction of the slice)
 _CROP_WORK = 128  # side at which the crop's lung mask is derived (the box is coarse anyway)
 
-# Lung-mask derivation settings, tuned on the real lung masks of covid19-ct-seg20 and medseg-covid2
-# (tests/test_data_lungmask.py measures them). Sizes are fractions of the slice area, so they hold at
-# any resolution.
+# Lung-mask derivation settings, tuned on the real lung masks of covid19-ct-seg20 and
+# medseg-covid2 (tests/test_data_lungmask.py measures them). Sizes are fractions of the slice area,
+# so they hold at any resolution.
 _SMOOTH_SIGMA = 0.5  # Gaussian sigma (pixels per 256 px of side) against noise before thresholding
 _MIN_AREA = 0.002  # a lung component covers at least this fraction of the slice
 _SECOND_LUNG_RATIO = 0.05  # the second component must reach this fraction of the first
