@@ -1,6 +1,6 @@
 """Does the lung crop keep every infection pixel? And how large are the lesions, per source?
 
-For every slice of the data: the crop box of ``preprocess.lung_box``, the share of the slice it
+For every slice of the data: the crop box of ``lungmask.lung_box``, the share of the slice it
 keeps, how many infection (and dataset lung) pixels fall outside it, and the lesion area as a
 share of the slice. Prints a per-source table.
 
@@ -15,7 +15,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from lungmtl.data.preprocess import lung_box, to_unit
+from lungmtl.data.lungmask import lung_box
+from lungmtl.data.preprocess import to_unit
 from lungmtl.data.sources import load_slice, load_sources
 
 

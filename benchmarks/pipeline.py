@@ -6,8 +6,8 @@
    mask, normalisation) of synthetic 512x512 HU phantom slices, in 1..N processes.
 2. Cached loading: ``SliceTensors.batch`` (index a pinned in-memory cache; what ``fit`` does per
    step) for batches of 128.
-3. Augmentation: ``augment_batch`` (joint affine, one grid_sample) on the CPU for batches of 128.
-   On CUDA ``fit`` runs it on the GPU (see docs/performance.md).
+3. Augmentation: ``random_affine_matrices`` + ``apply_affine`` (joint affine, one grid_sample)
+   on the CPU for batches of 128. On CUDA ``fit`` runs it on the GPU (see docs/performance.md).
 
 Prints one line per measurement and a Markdown table.
 """
@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from lungmtl.data.augment import augment_batch
+from lungmtl.data.augment import apply_affine, random_affine_matrices
 from lungmtl.data.build import build_dataset
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.data.phantom import make_phantom_volume, write_phantom_dataset
@@ -77,7 +77,7 @@ def main() -> None:
         m = (torch.rand(128, 1, a.size, a.size) > 0.9).float()
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 3:
-            augment_batch(x, m, generator=g)
+            apply_affine(x, m, random_affine_matrices(128, generator=g))
             n += 128
         rows.append(
             (f"augmentation on CPU (batch 128, {a.size} px)", n / (time.perf_counter() - t0))

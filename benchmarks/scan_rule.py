@@ -27,12 +27,12 @@ import pandas as pd
 import torch
 
 from lungmtl.config import RunConfig, from_dict
+from lungmtl.data.build import build_from_config
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.evaluation.select import recorded_rows
 from lungmtl.forward import gate_masks, slice_probabilities
 from lungmtl.models import checkpoint
 from lungmtl.predict.rule import ScanRule
-from lungmtl.training import build_from_config
 
 GRID = {
     "slice_threshold": [0.5, 0.7, 0.9],

@@ -30,7 +30,7 @@ import torch
 from models import matmul_peak  # benchmarks/models.py
 from torch.utils.flop_counter import FlopCounterMode
 
-from lungmtl.data.augment import augment_batch
+from lungmtl.data.augment import apply_affine, random_affine_matrices
 from lungmtl.losses import MultiTaskLoss
 from lungmtl.models import BACKBONES, count_parameters, create_model
 
@@ -84,7 +84,7 @@ def measure(model, dev, mode, batch, size, steps, warmup) -> dict:
     )
 
     def train_step():
-        x, m = augment_batch(x0, m0)
+        x, m = apply_affine(x0, m0, random_affine_matrices(batch, device=dev))
         x = x.contiguous(memory_format=fmt)
         with ctx():
             out = run(x)

@@ -50,7 +50,7 @@ def _models(args) -> int:
 
 def _data_build(args) -> int:
     from .config import load_config
-    from .training import build_from_config
+    from .data.build import build_from_config
 
     cfg = load_config(args.config, args.set + (["data.skip_bad=true"] if args.skip_bad else []))
     ds = build_from_config(cfg, progress=not args.quiet)

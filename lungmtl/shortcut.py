@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .data.cache import SliceCache, build_cache
-from .data.preprocess import resize
+from .data.resize import resize
 from .data.sources import load_sources
 from .errors import InputError
 from .metrics import classification_metrics

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from lungmtl.config import RunConfig, from_dict
+from lungmtl.data.build import build_from_config
 from lungmtl.explain import default_layer, grad_cam
 from lungmtl.models import MultiTaskOutput, checkpoint, create_model
 from lungmtl.models.shipped import DEFAULT
-from lungmtl.training import build_from_config
 
 
 class TwoDetectors(nn.Module):

@@ -12,8 +12,9 @@ from predict_helpers import (
     _phantom_nifti,
 )
 
+from lungmtl.data.manifest import read_manifest
 from lungmtl.data.preprocess import PreprocessConfig
-from lungmtl.data.sources import load_slice, read_manifest
+from lungmtl.data.sources import load_slice
 from lungmtl.predict import Predictor, predict
 from lungmtl.predict.case import MIN_NEIGHBOUR_CORRELATION, neighbour_correlation
 

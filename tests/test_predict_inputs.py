@@ -91,7 +91,7 @@ def test_slice_number_jumps_break_the_run_of_a_manifest_patient(tmp_path):
 
 
 def test_single_dicom_slices_report_their_thickness_and_no_ml_without_pixel_spacing(tmp_path):
-    from test_io import write_dicom
+    from data_helpers import write_dicom
 
     pixels = np.full((64, 64), 24, np.uint16)
     write_dicom(tmp_path / "a.dcm", pixels, z=0.0, series="1", instance=1)  # 2 mm thick

@@ -12,6 +12,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from lungmtl.cli import main
 from lungmtl.config import load_config, to_dict
+from lungmtl.data.build import build_from_config
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.errors import CheckpointError, InputError
@@ -19,7 +20,7 @@ from lungmtl.evaluation import evaluate
 from lungmtl.losses import MultiTaskLoss
 from lungmtl.metrics import CLS_KEYS, SEG_KEYS
 from lungmtl.models import build_model, checkpoint, create_model
-from lungmtl.training import build_from_config, fit
+from lungmtl.training import fit
 from lungmtl.training.epoch import ema_update
 from lungmtl.training.validate import validation_metrics
 

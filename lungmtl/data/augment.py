@@ -67,29 +67,6 @@ def apply_affine(
     return out, m.to(mask.dtype)
 
 
-def augment_batch(
-    image: torch.Tensor,
-    mask: torch.Tensor | None,
-    *,
-    rot90: float = 0.5,
-    shift: float = 0.1,
-    zoom: tuple[float, float] = (0.9, 1.1),
-    shear: float = 10.0,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Random joint affine augmentation of a batch (see ``random_affine_matrices``)."""
-    mats = random_affine_matrices(
-        image.shape[0],
-        rot90=rot90,
-        shift=shift,
-        zoom=zoom,
-        shear=shear,
-        generator=generator,
-        device=image.device,
-    )
-    return apply_affine(image, mask, mats)
-
-
 def random_flip_matrices(
     n: int,
     *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,9 @@ from .cache import SliceCache, build_cache
 from .preprocess import PreprocessConfig
 from .sources import load_sources
 from .split import SPLITS, assert_patient_disjoint, split_by_patient
+
+if TYPE_CHECKING:  # a type only: data/ does not import config (and through it models/) at run time
+    from ..config import RunConfig
 
 
 @dataclass
@@ -202,3 +206,22 @@ def build_dataset(
         t = balance(t, balance_ratio, split_seed)
     assert_patient_disjoint(t)
     return BuiltDataset(cache=cache, table=t.reset_index(drop=True), duplicates=find_duplicates(t))
+
+
+def build_from_config(cfg: RunConfig, progress: bool = True) -> BuiltDataset:
+    """The dataset a run config describes: its sources, pre-processing, split and balance."""
+    d = cfg.data
+    return build_dataset(
+        d.sources,
+        cfg.preprocess,
+        cache_dir=d.cache_dir,
+        split=d.split,
+        split_seed=d.split_seed,
+        balance_ratio=d.balance,
+        study_labels=d.study_labels,
+        max_slices=d.max_slices,
+        skip_bad=d.skip_bad,
+        published_split=d.published_split,
+        workers=max(1, cfg.train.num_workers),
+        progress=progress,
+    )

@@ -1,24 +1,27 @@
-"""Download public datasets: streaming, resumable, checksum-verified, safely extracted.
+"""Download public datasets with pooch: checksum-verified, resumable, safely extracted.
 
-``download(name, to)`` fetches every file of ``DATASETS[name]`` into ``to``:
+``download(name, to)`` fetches every file of ``DATASETS[name]`` into ``to`` through
+:func:`pooch.retrieve`, which checks the published hash and moves a file into place only when it
+matches. Around it:
 
-* Streaming with ``urllib`` into ``<file>.part``; an interrupted download resumes from the
-  ``.part`` (HTTP ``Range``; for ``file://`` URLs the source is read from the same offset).
-* Verification: sha256 (and/or md5) where known. A mismatch raises ``InputError`` and the bad
-  file is **removed** (resuming a corrupt ``.part`` could never verify). Where no checksum is
-  known the computed sha256 is logged and recorded in the marker file.
-* Archives (zip, tar, tar.gz) are extracted into a temporary folder inside ``to`` and renamed
-  into place, so an interrupted or refused extraction leaves nothing partial. Members with
-  absolute paths, ``..`` components, links, or device files are refused (the whole archive is).
-  An archive ``X.zip`` becomes the folder ``to/X`` (a single top-level ``X/`` in the archive is
-  not doubled). The archive is deleted after extraction unless ``keep_archives``.
+* Resume: the downloader given to pooch streams into ``<file>.part`` and continues an interrupted
+  download from there (HTTP ``Range``; a ``file://`` source is read from the same offset). A whole
+  ``.part`` left by a run stopped before verifying is checked, not fetched again.
+* A checksum (or size) mismatch raises ``InputError`` naming the URL, and the bad file is removed
+  (resuming a corrupt ``.part`` could never verify). Where no checksum is known the computed
+  sha256 is logged and recorded in the marker file.
+* Archives (zip, tar, tar.gz) are unpacked by a pooch processor into a temporary folder inside
+  ``to`` and renamed into place, so an interrupted or refused extraction leaves nothing partial.
+  Members with absolute paths, ``..`` components, links or device files are refused (the whole
+  archive is); pooch's own ``Unzip``/``Untar`` do not check this. An archive ``X.zip`` becomes
+  the folder ``to/X`` (a single top-level ``X/`` is not doubled) and is deleted after extraction
+  unless ``keep_archives``.
 * Idempotent: a marker ``to/.<file>.done`` (holding the sha256) is written after each file is
   verified (and extracted); a second call skips files whose marker and outputs exist.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -32,6 +35,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import pooch
 from tqdm import tqdm
 
 from ..errors import InputError
@@ -49,7 +53,7 @@ class RemoteFile:
         filename: the local file name (also appended to ``base_url`` when one is given).
         size: bytes, where known.
         sha256: hex digest, where known.
-        md5: hex digest, where known (Zenodo publishes md5).
+        md5: hex digest, where known (Zenodo publishes md5); checked where no sha256 is given.
         extract: unpack the archive into ``to/<name without archive suffix>``.
     """
 
@@ -59,6 +63,13 @@ class RemoteFile:
     sha256: str | None = None
     md5: str | None = None
     extract: bool = False
+
+    @property
+    def known_hash(self) -> str | None:
+        """The hash pooch checks, ``"algorithm:hex"``: the sha256 where known, else the md5."""
+        if self.sha256:
+            return f"sha256:{self.sha256.lower()}"
+        return f"md5:{self.md5.lower()}" if self.md5 else None
 
 
 _ZENODO = "https://zenodo.org/records/3757476/files/{}?download=1"
@@ -87,15 +98,6 @@ DATASETS: dict[str, list[RemoteFile]] = {
         ),
     ],
 }
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _archive_stem(filename: str) -> str:
@@ -168,31 +170,6 @@ def _skip(resp: object, n: int) -> None:
         n -= len(chunk)
 
 
-def _verify(path: Path, f: RemoteFile, where: str, *, remove: bool = True) -> str:
-    """Check size and digests; on mismatch delete the file (unless not ``remove``) and raise.
-    Returns the sha256."""
-    sha = file_digest(path, "sha256")
-    problems = []
-    if f.size is not None and path.stat().st_size != f.size:
-        problems.append(f"size {path.stat().st_size} != expected {f.size}")
-    if f.sha256 and sha != f.sha256.lower():
-        problems.append(f"sha256 {sha} != expected {f.sha256}")
-    if f.md5:
-        md5 = file_digest(path, "md5")
-        if md5 != f.md5.lower():
-            problems.append(f"md5 {md5} != expected {f.md5}")
-    if problems:
-        if not remove:
-            raise InputError(where, "checksum mismatch: " + "; ".join(problems))
-        path.unlink(missing_ok=True)
-        raise InputError(
-            where, "checksum mismatch: " + "; ".join(problems) + " (file removed; run again)"
-        )
-    if not (f.sha256 or f.md5):
-        log.warning("%s: no published checksum; computed sha256 %s", f.filename, sha)
-    return sha
-
-
 def _safe_name(name: str, archive: Path) -> PurePosixPath:
     p = PurePosixPath(name.replace("\\", "/"))
     if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
@@ -261,6 +238,53 @@ def safe_extract(archive: Path, target: Path) -> Path:
     return target
 
 
+def _matches(path: Path, known_hash: str) -> bool:
+    algorithm, digest = known_hash.split(":")
+    return pooch.file_hash(str(path), alg=algorithm) == digest
+
+
+class _ResumableDownload:
+    """A pooch downloader that continues an interrupted download from ``<file>.part``."""
+
+    def __init__(self, file: RemoteFile, part: Path, progress: bool):
+        self.file, self.part, self.progress = file, part, progress
+
+    def __call__(self, url: str, output_file: str, _pooch: object) -> None:
+        f, part = self.file, self.part
+        sized = f.size is None or (part.exists() and part.stat().st_size == f.size)
+        # A .part finished by a run stopped while verifying needs no fetch.
+        known = f.known_hash
+        if not (part.exists() and known is not None and sized and _matches(part, known)):
+            _fetch(url, part, f.size, self.progress)
+        got = part.stat().st_size
+        if f.size is not None and got != f.size:
+            part.unlink()
+            raise InputError(
+                url, f"checksum mismatch: size {got} != expected {f.size} (file removed; run again)"
+            )
+        os.replace(part, output_file)  # pooch checks its hash, then moves it into place
+
+
+class _Finish:
+    """A pooch processor: unpack an archive all-or-nothing and write the file's done marker."""
+
+    def __init__(self, to: Path, file: RemoteFile, keep_archives: bool):
+        self.to, self.file, self.keep_archives = to, file, keep_archives
+
+    def __call__(self, fname: str, _action: str, _pooch: object) -> str:
+        path, f = Path(fname), self.file
+        sha = pooch.file_hash(fname)
+        if f.known_hash is None:
+            log.warning("%s: no published checksum; computed sha256 %s", f.filename, sha)
+        out = path
+        if f.extract:
+            out = safe_extract(path, self.to / _archive_stem(f.filename))
+            if not self.keep_archives:
+                path.unlink()
+        _marker(self.to, f).write_text(sha + "\n")
+        return str(out)
+
+
 def download(
     name: str,
     to: str | Path,
@@ -296,27 +320,17 @@ def download(
             log.info("%s: already downloaded and verified", f.filename)
             continue
         url = f"{base_url.rstrip('/')}/{f.filename}" if base_url else f.url
-        final = to / f.filename
-        if not final.exists():
-            part = to / f"{f.filename}.part"
-            sha = None
-            sized = f.size is None or (part.exists() and part.stat().st_size == f.size)
-            if part.exists() and (f.sha256 or f.md5) and sized:
-                try:  # a .part finished by a run stopped while verifying: no fetch needed
-                    sha = _verify(part, f, url, remove=False)
-                except InputError:
-                    sha = None
-            if sha is None:
-                _fetch(url, part, f.size, progress)
-                sha = _verify(part, f, url)
-            os.replace(part, final)
-        else:
-            sha = _verify(
-                final, f, str(final)
-            )  # left by an earlier run that stopped before extracting
-        if f.extract:
-            safe_extract(final, to / _archive_stem(f.filename))
-            if not keep_archives:
-                final.unlink()
-        _marker(to, f).write_text(sha + "\n")
+        try:
+            pooch.retrieve(
+                url,
+                known_hash=f.known_hash,
+                fname=f.filename,
+                path=to,
+                downloader=_ResumableDownload(f, to / f"{f.filename}.part", progress),
+                processor=_Finish(to, f, keep_archives),
+            )
+        except InputError:
+            raise
+        except ValueError as e:  # pooch's hash mismatch; it has deleted the download
+            raise InputError(url, f"checksum mismatch: {e} Run again to fetch it afresh.") from None
     return to

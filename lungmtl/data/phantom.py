@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .sources import MANIFEST_COLUMNS
+from .manifest import MANIFEST_COLUMNS
 
 # Tissue levels in HU (typical values; the noise is added on top).
 AIR = -1000.0

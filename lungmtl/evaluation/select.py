@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig
+from ..data.build import build_from_config
 from ..data.cache import build_cache
 from ..data.sources import load_sources
 from ..data.split import slice_keys
 from ..errors import InputError
-from ..training import build_from_config
 
 
 def select_rows(

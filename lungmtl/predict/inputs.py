@@ -21,15 +21,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..data.io import (
-    GAP_FACTOR,
-    RASTER_SUFFIXES,
-    ImageData,
-    affine_spacing,
-    read_image,
-    suffix_of,
-)
-from ..data.sources import load_slice, read_manifest
+from ..data.dicom import GAP_FACTOR
+from ..data.image import RASTER_SUFFIXES, ImageData, affine_spacing, suffix_of
+from ..data.io import read_image
+from ..data.manifest import read_manifest
+from ..data.sources import load_slice
 from ..errors import InputError
 from .types import Case, CaseResult
 

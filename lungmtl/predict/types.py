@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.io import ImageData
+from ..data.image import ImageData
 from ..errors import InputError
 from ..metrics import THRESHOLD
 from .rule import ScanRule
@@ -26,7 +26,7 @@ class Case:
     Attributes:
         name: folder name under OUT.
         image: the image; ``array`` is (Z, H, W) in the canonical view of
-            :mod:`lungmtl.data.io`.
+            :mod:`lungmtl.data.image`.
         lung: the dataset's lung masks (Z, H, W) bool, or None (derived ones are used).
         slice_ids: per-slice labels for slices.csv (slice numbers or file names).
         has_geometry: spacing is real (mm), so volumes in mL can be reported.

@@ -14,7 +14,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from ..config import RunConfig, comparable, save_config, to_dict
-from ..data.build import BuiltDataset, build_dataset
+from ..data.build import BuiltDataset, build_from_config
 from ..data.dataset import SliceTensors
 from ..device import prepare_model, resolve_device
 from ..errors import CheckpointError, InputError
@@ -33,24 +33,6 @@ class FitResult:
     best_value: float
     history: list[dict]
     dataset: BuiltDataset
-
-
-def build_from_config(cfg: RunConfig, progress: bool = True) -> BuiltDataset:
-    d = cfg.data
-    return build_dataset(
-        d.sources,
-        cfg.preprocess,
-        cache_dir=d.cache_dir,
-        split=d.split,
-        split_seed=d.split_seed,
-        balance_ratio=d.balance,
-        study_labels=d.study_labels,
-        max_slices=d.max_slices,
-        skip_bad=d.skip_bad,
-        published_split=d.published_split,
-        workers=max(1, cfg.train.num_workers),
-        progress=progress,
-    )
 
 
 #: Keys that may change when a run is resumed or extended.

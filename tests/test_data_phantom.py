@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lungmtl.data.phantom import MANIFEST_COLUMNS, make_phantom_volume, write_phantom_dataset
-from lungmtl.data.preprocess import derive_lung_mask, to_unit
+from lungmtl.data.lungmask import derive_lung_mask
+from lungmtl.data.manifest import MANIFEST_COLUMNS
+from lungmtl.data.phantom import make_phantom_volume, write_phantom_dataset
+from lungmtl.data.preprocess import to_unit
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""download(): offline, against file:// folders and archives written in tmp_path."""
+"""download(): offline, against file:// folders, a local HTTP server and archives in tmp_path."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import threading
 import zipfile
 from pathlib import Path
 
+import pooch
 import pytest
 
-from lungmtl.data import download as dl
 from lungmtl.data.download import DATASETS, RemoteFile, download, safe_extract
 from lungmtl.errors import InputError
 
@@ -223,4 +223,4 @@ def test_unknown_checksum_is_recorded(
     register(monkeypatch, RemoteFile("https://unused/x.bin", "x.bin"))
     out = download("toy", tmp_path / "o", base_url=server.as_uri(), progress=False)
     assert (out / ".x.bin.done").read_text().strip() == sha(b"12345")
-    assert dl.file_digest(out / "x.bin", "sha256") == sha(b"12345")
+    assert pooch.file_hash(str(out / "x.bin")) == sha(b"12345")
