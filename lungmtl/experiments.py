@@ -36,7 +36,6 @@ import itertools
 import json
 import re
 import shutil
-import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ import pandas as pd
 import yaml
 
 from .compare import paired_tests
-from .config import RunConfig, apply_overrides, comparable, from_dict, to_dict
+from .config import RunConfig, apply_overrides, check_key, comparable, from_dict, to_dict
 from .errors import InputError
 from .presentation import fmt
 
@@ -188,27 +187,6 @@ class PlannedRun:
 
 
 # ------------------------------------------------------------------ reading the YAML
-
-
-def _valid_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of the run config (``model.name``, ``train.seed``, ...)."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out += _valid_keys(tp, f"{prefix}{f.name}.")
-        else:
-            out.append(f"{prefix}{f.name}")
-    return out
-
-
-def check_key(key: str, where: str | Path) -> str:
-    """Raise :class:`InputError` (listing the valid keys) unless ``key`` is a run-config key."""
-    valid = _valid_keys()
-    if key not in valid:
-        raise InputError(where, f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
-    return key
 
 
 def _mapping(value: Any, where: str) -> dict:

@@ -10,7 +10,7 @@ import torch
 
 from lungmtl.errors import CheckpointError
 from lungmtl.models import (
-    BACKBONES,
+    MODELS,
     ModelConfig,
     MultiTaskOutput,
     count_parameters,
@@ -20,7 +20,8 @@ from lungmtl.models import (
     save,
 )
 
-COMBOS = list(itertools.product(sorted(BACKBONES), ["cbam", None]))
+BACKBONES = sorted(n for n, e in MODELS.items() if not e.external)
+COMBOS = list(itertools.product(BACKBONES, ["cbam", None]))
 TINY = {"width_mult": 0.125, "cls_hidden": (32, 16)}
 
 # Parameter counts of the paper configuration (widths 64-128-256-512, bottleneck 512, 1 input
@@ -161,11 +162,15 @@ def test_run_directory_resolves_best_then_last(tmp_path):
 
 
 def test_the_shared_types_are_one_and_the_names_match_the_registry():
-    """models/base.py holds the output and config types (importable as before from
-    lungmtl.models and lungmtl.models.multitask); its backbone names are BACKBONES'."""
+    """models/base.py holds the output and config types and the one registry (importable from
+    lungmtl.models); every name of the registry builds, the baselines as optional extras."""
     from lungmtl.models import base, external, multitask
 
     assert multitask.ModelConfig is base.ModelConfig is ModelConfig
     assert multitask.MultiTaskOutput is base.MultiTaskOutput is MultiTaskOutput
-    assert tuple(BACKBONES) == base.BACKBONE_NAMES
-    assert external.EXTERNAL is base.EXTERNAL
+    assert external.MODELS is multitask.MODELS is base.MODELS is MODELS
+    assert BACKBONES == ["resunet", "unet", "unetpp"]
+    assert {n: e.extra for n, e in MODELS.items() if e.external} == {
+        "smp-unet": "smp",
+        "monai-unet": "monai",
+    }
