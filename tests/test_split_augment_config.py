@@ -1,4 +1,4 @@
-"""Patient-level splits, joint augmentation, and the run config."""
+"""Patient-level splits, joint augmentation, and bad settings on the command line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from lungmtl.config import RunConfig, load_config, save_config, to_dict
 from lungmtl.data.augment import apply_affine, augment_batch, random_affine_matrices
 from lungmtl.data.split import assert_patient_disjoint, split_by_patient
 from lungmtl.errors import InputError
@@ -77,37 +76,6 @@ def test_rot90_matrix_is_an_exact_quarter_turn():
     )
     out, _ = apply_affine(x, None, mats)
     assert any(torch.allclose(out[0, 0], torch.rot90(x[0, 0], k)) for k in (1, 3))
-
-
-def test_config_round_trip_overrides_and_errors(tmp_path):
-    cfg = load_config(
-        overrides=["train.epochs=3", "model.name=resunet", "data.split=[0.7,0.15,0.15]"]
-    )
-    assert cfg.train.epochs == 3 and cfg.model.name == "resunet"
-    assert cfg.data.split == (0.7, 0.15, 0.15)
-    path = save_config(cfg, tmp_path / "c.yaml")
-    assert to_dict(load_config(path)) == to_dict(cfg)
-    with pytest.raises(InputError, match=r"unknown key.*epoch.*valid"):
-        load_config(overrides=["train.epoch=3"])
-    with pytest.raises(InputError, match="expected int"):
-        load_config(overrides=["train.epochs=many"])
-    with pytest.raises(InputError, match="unknown model"):
-        load_config(overrides=["model.name=vgg"])
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("train: [1, 2\n")
-    with pytest.raises(InputError, match=r"bad\.yaml.*YAML"):
-        load_config(bad)
-    assert isinstance(load_config(), RunConfig)
-
-
-def test_config_values_as_users_write_them():
-    """1e-4 (YAML 1.1 reads it as text), None (Python's null) and broken YAML in --set."""
-    cfg = load_config(overrides=["optim.lr=1e-4", "data.balance=None", "train.ema_decay=null"])
-    assert cfg.optim.lr == 1e-4 and cfg.data.balance is None and cfg.train.ema_decay is None
-    with pytest.raises(InputError, match=r"--set: model.name: value '\[unet' is not valid YAML"):
-        load_config(overrides=["model.name=[unet"])
-    with pytest.raises(InputError, match="expected float"):
-        load_config(overrides=["optim.lr=fast"])
 
 
 def test_bad_devices_and_settings_are_clear_errors_on_the_command_line(tmp_path, capsys):
