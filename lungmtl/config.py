@@ -289,16 +289,14 @@ def _fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _is_section(tp: Any) -> bool:
-    return isinstance(tp, type) and (issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp))
-
-
 def _section(cls: type, keys: list[str]) -> tuple[list[str], type]:
     """The longest leading part of ``keys`` that names a section, and that section's class."""
     path: list[str] = []
     for k in keys:
         tp = _fields(cls).get(k)
-        if not _is_section(tp):
+        if not (
+            isinstance(tp, type) and (issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp))
+        ):
             break
         path.append(k)
         cls = tp
