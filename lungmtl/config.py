@@ -6,6 +6,7 @@ import dataclasses
 import math
 import typing
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,8 +14,10 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -62,7 +65,19 @@ def _share(low_open: bool = False) -> AfterValidator:
     )
 
 
-Share = Annotated[float, _share()]
+def _yaml_float(value: Any) -> Any:
+    try:  # YAML 1.1 reads 1e-4 (no dot) as text
+        return float(value) if isinstance(value, str) else value
+    except ValueError:  # pydantic refuses it, naming the key
+        return value
+
+
+# The scalars of the sections below read as before: a boolean is no number and a number no
+# boolean (pydantic's lax mode would take ``true`` as 1); text such as ``1e-4`` is a float.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Float = Annotated[float, Strict(), BeforeValidator(_yaml_float)]
+Share = Annotated[Float, _share()]
 
 
 class _Section(BaseModel):
@@ -91,17 +106,19 @@ class DataConfig(_Section):
     """
 
     sources: list[str] = Field(default_factory=lambda: ["../shared/data"])
-    cache_dir: str = "~/.cache/lungmtl"
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    split_seed: Annotated[int, _count(0)] = 0
+    cache_dir: Annotated[str, AfterValidator(partial(absolute_source, layouts=False))] = (
+        "~/.cache/lungmtl"
+    )
+    split: tuple[Float, Float, Float] = (0.6, 0.2, 0.2)
+    split_seed: Annotated[Int, _count(0)] = 0
     balance: Annotated[
-        float | None,
+        Float | None,
         _rule(lambda v: v is None or (_finite(v) and v > 0), "be a number > 0 or null"),
     ] = None
-    study_labels: bool = True
-    max_slices: Annotated[int | None, _count(1, none_ok=True)] = None
-    skip_bad: bool = False
-    published_split: bool = False
+    study_labels: Bool = True
+    max_slices: Annotated[Int | None, _count(1, none_ok=True)] = None
+    skip_bad: Bool = False
+    published_split: Bool = False
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -116,14 +133,9 @@ class DataConfig(_Section):
         # cache from any working directory ("~" stays, it is no working-directory path).
         return [absolute_source(s) for s in value]
 
-    @field_validator("cache_dir")
-    @classmethod
-    def _absolute_cache(cls, value: str) -> str:
-        return absolute_source(value, layouts=False)
-
     @field_validator("split")
     @classmethod
-    def _fractions(cls, fr: tuple[float, float, float]) -> tuple[float, float, float]:
+    def _fractions(cls, fr: tuple[float, ...]) -> tuple[float, ...]:
         _need(
             all(_finite(f) and f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
             f"split must be 3 non-negative train/val/test fractions summing to 1, got {list(fr)}"
@@ -136,11 +148,11 @@ class DataConfig(_Section):
 class LossConfig(_Section):
     """Weights of the multi-task loss (see ``lungmtl.losses.MultiTaskLoss``)."""
 
-    seg_weight: float = 1.0
-    cls_weight: float = 1.0
-    dice_weight: float = 1.0
-    bce_weight: float = 0.0
-    eps: float = 1.0
+    seg_weight: Float = 1.0
+    cls_weight: Float = 1.0
+    dice_weight: Float = 1.0
+    bce_weight: Float = 0.0
+    eps: Float = 1.0
 
     @model_validator(mode="after")
     def _loss_checks(self) -> LossConfig:
@@ -154,11 +166,11 @@ class LossConfig(_Section):
 class OptimConfig(_Section):
     """Adam with exponential learning-rate decay per epoch."""
 
-    lr: Annotated[float, _rule(lambda v: _finite(v) and v > 0, "be a finite number > 0")] = 2e-4
+    lr: Annotated[Float, _rule(lambda v: _finite(v) and v > 0, "be a finite number > 0")] = 2e-4
     weight_decay: Annotated[
-        float, _rule(lambda v: _finite(v) and v >= 0, "be a finite number >= 0")
+        Float, _rule(lambda v: _finite(v) and v >= 0, "be a finite number >= 0")
     ] = 0.0
-    lr_decay: Annotated[float, _share(low_open=True)] = 0.96
+    lr_decay: Annotated[Float, _share(low_open=True)] = 0.96
 
 
 class AugmentConfig(_Section):
@@ -171,14 +183,14 @@ class AugmentConfig(_Section):
     :func:`lungmtl.data.augment.random_intensity` (0 = off, the paper).
     """
 
-    enabled: bool = True
+    enabled: Bool = True
     rot90: Share = 0.5
-    shift: Annotated[float, _rule(lambda v: _finite(v) and 0 <= v < 1, "lie in [0, 1)")] = 0.1
-    zoom: tuple[float, float] = (0.9, 1.1)
+    shift: Annotated[Float, _rule(lambda v: _finite(v) and 0 <= v < 1, "lie in [0, 1)")] = 0.1
+    zoom: tuple[Float, Float] = (0.9, 1.1)
     shear: Annotated[
-        float, _rule(lambda v: _finite(v) and 0 <= v < 90, "lie in [0, 90) degrees")
+        Float, _rule(lambda v: _finite(v) and 0 <= v < 90, "lie in [0, 90) degrees")
     ] = 10.0
-    expand: Annotated[int, _count(1)] = 1
+    expand: Annotated[Int, _count(1)] = 1
     flip_lr: Share = 0.0
     flip_ud: Share = 0.0
     intensity: Share = 0.0
@@ -211,18 +223,18 @@ class TrainConfig(_Section):
     for resuming. ``None`` trains without it (the paper).
     """
 
-    epochs: Annotated[int, _count(1)] = 100
-    batch_size: Annotated[int, _count(1)] = 32
+    epochs: Annotated[Int, _count(1)] = 100
+    batch_size: Annotated[Int, _count(1)] = 32
     select_metric: str = "val_score"
-    early_stopping: Annotated[int | None, _count(0, none_ok=True)] = None
-    num_workers: Annotated[int, _count(0)] = 0
+    early_stopping: Annotated[Int | None, _count(0, none_ok=True)] = None
+    num_workers: Annotated[Int, _count(0)] = 0
     device: str = "auto"
-    compile: bool = False
-    max_steps_per_epoch: Annotated[int | None, _count(1, none_ok=True)] = None
-    grad_accum: int = 1
-    seed: int = 0
-    label_only_fraction: float = 1.0
-    ema_decay: float | None = None
+    compile: Bool = False
+    max_steps_per_epoch: Annotated[Int | None, _count(1, none_ok=True)] = None
+    grad_accum: Int = 1
+    seed: Int = 0
+    label_only_fraction: Float = 1.0
+    ema_decay: Float | None = None
 
 
 class RunConfig(BaseModel):

@@ -74,6 +74,20 @@ def test_a_wrong_type_names_the_file_the_key_and_the_type(tmp_path):
         load_config(overrides=["preprocess.window=[low,400]"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=true", r"config\.train\.epochs: expected int, got True"),
+        ("train.epochs=3.0", r"config\.train\.epochs: expected int, got 3\.0"),
+        ("optim.lr=true", r"config\.optim\.lr: expected float, got True"),
+        ("data.skip_bad=1", r"config\.data\.skip_bad: expected bool, got 1"),
+    ],
+)
+def test_a_boolean_is_no_number_and_a_number_no_boolean(override, message):
+    with pytest.raises(InputError, match=message):
+        load_config(overrides=[override])
+
+
 def test_an_unknown_key_at_depth_two_lists_the_allowed_keys():
     with pytest.raises(InputError) as e:
         load_config(overrides=["preprocess.sise=64", "preprocess.kernl=3"])
