@@ -15,7 +15,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lungmtl.device import autocast, prepare_input, prepare_model, resolve_device
-from lungmtl.models import BACKBONES, count_parameters, create_model
+from lungmtl.models import MODELS, count_parameters, create_model
 
 
 def matmul_peak(
@@ -49,7 +49,7 @@ def main() -> None:
     peak = matmul_peak(dev)
     print(f"measured fp32 matmul peak on {dev}: {peak:.1f} GFLOP/s", flush=True)
     rows = []
-    for name in sorted(BACKBONES):
+    for name in sorted(n for n, e in MODELS.items() if not e.external):
         for attention in ("cbam", None):
             model = prepare_model(create_model(name, attention=attention), dev).eval()
             x = prepare_input(torch.randn(a.batch, 1, a.size, a.size), dev)

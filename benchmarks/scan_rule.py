@@ -45,16 +45,14 @@ GRID = {
 
 def slice_outputs(ckpt: Path, split: str) -> pd.DataFrame:
     """Per slice of the split: label, P(infected), infected and lung pixels."""
-    ck = checkpoint.read(ckpt)
+    model, _, ck, path = checkpoint.restore(ckpt)
     cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "run_config")
     ds = build_from_config(cfg, progress=False)
-    path = checkpoint.resolve(ckpt)
     record = ck.get("split_record")
     if record is not None:
         rows = recorded_rows(ds.cache.table, pd.DataFrame(record, dtype=str), split, path)
     else:
         rows = recorded_rows(ds.cache.table, path.parent / "split.csv", split)
-    model = checkpoint.load(ckpt)
     data = SliceTensors(ds.cache, rows)
     pred = gate_masks(
         slice_probabilities(model, data.image, torch.device("cpu"), 32), ck.get("mask_gate")

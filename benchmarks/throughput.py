@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lungmtl.data.augment import apply_affine, random_affine_matrices
 from lungmtl.losses import MultiTaskLoss
-from lungmtl.models import BACKBONES, count_parameters, create_model
+from lungmtl.models import MODELS, count_parameters, create_model
 
 MODES = {  # name: (bf16, channels_last, compile)
     "fp32": (False, False, False),
@@ -181,7 +181,8 @@ def main() -> None:
     peak_tflops = matmul_peak(dev, n=8192 if cuda else 2048, dtype=peak_dtype) / 1e3
     print(f"measured {str(peak_dtype)[6:]} matmul peak: {peak_tflops:.3f} TFLOP/s", flush=True)
     compile_models = set(a.compile_models.split(","))
-    models = [(n, att) for n in sorted(BACKBONES) for att in ("cbam", None)]
+    own = sorted(n for n, e in MODELS.items() if not e.external)
+    models = [(n, att) for n in own for att in ("cbam", None)]
     smp_name = "smp-unet-resnet34-aux"
     wanted = set(a.models.split(",")) if a.models else None
     if wanted is not None:

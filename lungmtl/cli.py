@@ -17,7 +17,7 @@ CHECKPOINT_HELP = (
 
 
 def _models(args) -> int:
-    from .models import BACKBONES, count_parameters, create_model
+    from .models import MODELS, count_parameters, create_model
     from .models.shipped import DEFAULT, SHIPPED
 
     print("shipped models (--checkpoint NAME; figures: test split, docs/model-card.md):")
@@ -32,13 +32,11 @@ def _models(args) -> int:
     print()
 
     print(f"{'model':<10} {'attention':<10} {'parameters':>12}   (paper widths 64-128-256-512)")
-    for name in sorted(BACKBONES):
+    for name in sorted(n for n, e in MODELS.items() if not e.external):
         for attention in ("cbam", None):
             n = count_parameters(create_model(name, attention=attention))
             print(f"{name:<10} {attention or 'none':<10} {n:>12,}")
-    from .models.external import EXTERNAL
-
-    for name, (extra, _) in sorted(EXTERNAL.items()):
+    for name, extra in sorted((n, e.extra) for n, e in MODELS.items() if e.external):
         try:
             n = count_parameters(create_model(name, attention=None))
             print(f"{name:<10} {'none':<10} {n:>12,}   (ecosystem baseline)")

@@ -1,47 +1,92 @@
-"""The configuration of a run: a validated dataclass tree, YAML in and out, ``--set`` overrides."""
+"""The configuration of a run: validated pydantic models, YAML in and out, ``--set`` overrides."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .data.preprocess import PreprocessConfig
 from .data.sources import absolute_source
 from .errors import InputError
+from .losses import MultiTaskLoss
 from .models import ModelConfig
 
 
 def _need(ok: bool, problem: str) -> None:
-    """Refuse a config value at read time (``from_dict`` names the section)."""
+    """Refuse a config value at read time (:func:`from_dict` names the section)."""
     if not ok:
         raise ValueError(problem)
 
 
-def _finite(value: float) -> bool:
+def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _count(name: str, value: int | None, least: int, none_ok: bool = False) -> None:
-    _need(
-        (none_ok and value is None) or (isinstance(value, int) and value >= least),
-        f"{name} must be an integer >= {least}{' or null' if none_ok else ''}, got {value!r}",
+def _rule(ok: Callable[[Any], bool], must: str) -> AfterValidator:
+    """A check of one key whose message reads ``<key> must <must>, got <value>``."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        _need(ok(value), f"{info.field_name} must {must}, got {value!r}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _count(least: int, none_ok: bool = False) -> AfterValidator:
+    return _rule(
+        lambda v: (none_ok and v is None) or (isinstance(v, int) and v >= least),
+        f"be an integer >= {least}{' or null' if none_ok else ''}",
     )
 
 
-def _share(name: str, value: float, low_open: bool = False) -> None:
-    ok = _finite(value) and (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0)
-    _need(ok, f"{name} must lie in {'(0' if low_open else '[0'}, 1], got {value!r}")
+def _share(low_open: bool = False) -> AfterValidator:
+    return _rule(
+        lambda v: _finite(v) and (0.0 < v <= 1.0 if low_open else 0.0 <= v <= 1.0),
+        f"lie in {'(0' if low_open else '[0'}, 1]",
+    )
 
 
-@dataclass
-class DataConfig:
+def _yaml_float(value: Any) -> Any:
+    try:  # YAML 1.1 reads 1e-4 (no dot) as text
+        return float(value) if isinstance(value, str) else value
+    except ValueError:  # pydantic refuses it, naming the key
+        return value
+
+
+# The scalars of the sections below read as before: a boolean is no number and a number no
+# boolean (pydantic's lax mode would take ``true`` as 1); text such as ``1e-4`` is a float.
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Float = Annotated[float, Strict(), BeforeValidator(_yaml_float)]
+Share = Annotated[Float, _share()]
+
+
+class _Section(BaseModel):
+    """A config section: unknown keys refused, defaults checked like given values."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataConfig(_Section):
     """Where the slices come from and how they are split.
 
     Args:
@@ -60,75 +105,75 @@ class DataConfig:
             train patients are dealt into train and validation; other rows are split as usual.
     """
 
-    sources: list[str] = field(default_factory=lambda: ["../shared/data"])
-    cache_dir: str = "~/.cache/lungmtl"
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    split_seed: int = 0
-    balance: float | None = None
-    study_labels: bool = True
-    max_slices: int | None = None
-    skip_bad: bool = False
-    published_split: bool = False
+    sources: list[str] = Field(default_factory=lambda: ["../shared/data"])
+    cache_dir: Annotated[str, AfterValidator(partial(absolute_source, layouts=False))] = (
+        "~/.cache/lungmtl"
+    )
+    split: tuple[Float, Float, Float] = (0.6, 0.2, 0.2)
+    split_seed: Annotated[Int, _count(0)] = 0
+    balance: Annotated[
+        Float | None,
+        _rule(lambda v: v is None or (_finite(v) and v > 0), "be a number > 0 or null"),
+    ] = None
+    study_labels: Bool = True
+    max_slices: Annotated[Int | None, _count(1, none_ok=True)] = None
+    skip_bad: Bool = False
+    published_split: Bool = False
 
-    def __post_init__(self) -> None:
-        fr = tuple(self.split)
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _one_source(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("sources")
+    @classmethod
+    def _absolute_sources(cls, value: list[str]) -> list[str]:
+        _need(bool(value), "sources is empty: give at least one data folder")
+        # Absolute from here on: a run's config.yaml (and checkpoint) then finds its data and
+        # cache from any working directory ("~" stays, it is no working-directory path).
+        return [absolute_source(s) for s in value]
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, fr: tuple[float, ...]) -> tuple[float, ...]:
         _need(
-            len(fr) == 3 and all(_finite(f) and f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
+            all(_finite(f) and f >= 0 for f in fr) and abs(sum(fr) - 1) < 1e-6,
             f"split must be 3 non-negative train/val/test fractions summing to 1, got {list(fr)}"
             + (f" (sum {sum(fr):g})" if all(_finite(f) for f in fr) else ""),
         )
         _need(fr[0] > 0 and fr[1] > 0, f"split needs train and val fractions > 0, got {list(fr)}")
-        _need(
-            self.balance is None or (_finite(self.balance) and self.balance > 0),
-            f"balance must be a number > 0 or null, got {self.balance!r}",
-        )
-        _count("split_seed", self.split_seed, 0)
-        _count("max_slices", self.max_slices, 1, none_ok=True)
-        _need(bool(self.sources), "sources is empty: give at least one data folder")
-        # Absolute from here on: a run's config.yaml (and checkpoint) then finds its data and
-        # cache from any working directory ("~" stays, it is no working-directory path).
-        self.sources = [absolute_source(s) for s in self.sources]
-        self.cache_dir = absolute_source(self.cache_dir, layouts=False)
+        return fr
 
 
-@dataclass
-class LossConfig:
+class LossConfig(_Section):
     """Weights of the multi-task loss (see ``lungmtl.losses.MultiTaskLoss``)."""
 
-    seg_weight: float = 1.0
-    cls_weight: float = 1.0
-    dice_weight: float = 1.0
-    bce_weight: float = 0.0
-    eps: float = 1.0
+    seg_weight: Float = 1.0
+    cls_weight: Float = 1.0
+    dice_weight: Float = 1.0
+    bce_weight: Float = 0.0
+    eps: Float = 1.0
 
-    def __post_init__(self) -> None:
-        from .losses import MultiTaskLoss  # the loss's own checks, at read time
-
-        try:
-            MultiTaskLoss(**dataclasses.asdict(self))
+    @model_validator(mode="after")
+    def _loss_checks(self) -> LossConfig:
+        try:  # the loss's own checks, at read time
+            MultiTaskLoss(**self.model_dump())
         except InputError as e:
             raise ValueError(e.problem) from None
+        return self
 
 
-@dataclass
-class OptimConfig:
-    """Adam with exponential learning-rate decay per epoch (method.md)."""
+class OptimConfig(_Section):
+    """Adam with exponential learning-rate decay per epoch."""
 
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    lr_decay: float = 0.96
-
-    def __post_init__(self) -> None:
-        _need(_finite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}")
-        _need(
-            _finite(self.weight_decay) and self.weight_decay >= 0,
-            f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}",
-        )
-        _share("lr_decay", self.lr_decay, low_open=True)
+    lr: Annotated[Float, _rule(lambda v: _finite(v) and v > 0, "be a finite number > 0")] = 2e-4
+    weight_decay: Annotated[
+        Float, _rule(lambda v: _finite(v) and v >= 0, "be a finite number >= 0")
+    ] = 0.0
+    lr_decay: Annotated[Float, _share(low_open=True)] = 0.96
 
 
-@dataclass
-class AugmentConfig:
+class AugmentConfig(_Section):
     """On-the-fly joint image/mask augmentation (rotations 90/270, shift, zoom, shear).
 
     ``expand`` repeats the training set per epoch (the paper's 8x offline expansion is
@@ -138,47 +183,37 @@ class AugmentConfig:
     :func:`lungmtl.data.augment.random_intensity` (0 = off, the paper).
     """
 
-    enabled: bool = True
-    rot90: float = 0.5
-    shift: float = 0.1
-    zoom: tuple[float, float] = (0.9, 1.1)
-    shear: float = 10.0
-    expand: int = 1
-    flip_lr: float = 0.0
-    flip_ud: float = 0.0
-    intensity: float = 0.0
+    enabled: Bool = True
+    rot90: Share = 0.5
+    shift: Annotated[Float, _rule(lambda v: _finite(v) and 0 <= v < 1, "lie in [0, 1)")] = 0.1
+    zoom: tuple[Float, Float] = (0.9, 1.1)
+    shear: Annotated[
+        Float, _rule(lambda v: _finite(v) and 0 <= v < 90, "lie in [0, 90) degrees")
+    ] = 10.0
+    expand: Annotated[Int, _count(1)] = 1
+    flip_lr: Share = 0.0
+    flip_ud: Share = 0.0
+    intensity: Share = 0.0
 
-    def __post_init__(self) -> None:
-        _share("rot90", self.rot90)
-        _need(
-            _finite(self.shift) and 0 <= self.shift < 1,
-            f"shift must lie in [0, 1), got {self.shift!r}",
-        )
-        lo, hi = self.zoom
+    @field_validator("zoom")
+    @classmethod
+    def _zoom(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
         _need(
             _finite(lo) and _finite(hi) and 0 < lo <= hi,
-            f"zoom must be [low, high] with 0 < low <= high, got {list(self.zoom)}",
+            f"zoom must be [low, high] with 0 < low <= high, got {list(value)}",
         )
-        _need(
-            _finite(self.shear) and 0 <= self.shear < 90,
-            f"shear must lie in [0, 90) degrees, got {self.shear!r}",
-        )
-        _count("expand", self.expand, 1)
-        for name in ("flip_lr", "flip_ud", "intensity"):
-            _share(name, getattr(self, name))
+        return value
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """The loop: epochs, batch, selection, stopping, device.
 
     ``batch_size`` is per process and micro-batch: a global batch holds
     ``batch_size x processes x grad_accum`` slices. ``compile`` wraps the model in
-    ``torch.compile``; it is off by default because on torch 2.11 + H100 (bf16, channels_last)
-    the compiled step gave NaN weights after one step in ``benchmarks/compile_check.py``, while
-    eager did not (see docs/performance.md); a run that diverges stops with a clear error.
-    ``num_workers``: processes that pre-process slices when the run's cache is built (0 or 1:
-    in this process); training itself reads the in-memory cache and needs no loader workers.
+    ``torch.compile`` (off by default, see docs/performance.md); a run that diverges stops with
+    a clear error. ``num_workers``: processes that pre-process slices when the run's cache is
+    built (0 or 1: in this process); training itself reads the in-memory cache.
     ``label_only_fraction`` < 1 draws, each epoch, only that share of the slices that have no
     mask (a fresh random subset; every slice with a mask is used).
     ``ema_decay`` (e.g. 0.99) keeps an exponential moving average of the weights, updated after
@@ -188,40 +223,51 @@ class TrainConfig:
     for resuming. ``None`` trains without it (the paper).
     """
 
-    epochs: int = 100
-    batch_size: int = 32
+    epochs: Annotated[Int, _count(1)] = 100
+    batch_size: Annotated[Int, _count(1)] = 32
     select_metric: str = "val_score"
-    early_stopping: int | None = None
-    num_workers: int = 0
+    early_stopping: Annotated[Int | None, _count(0, none_ok=True)] = None
+    num_workers: Annotated[Int, _count(0)] = 0
     device: str = "auto"
-    compile: bool = False
-    max_steps_per_epoch: int | None = None
-    grad_accum: int = 1
-    seed: int = 0
-    label_only_fraction: float = 1.0
-    ema_decay: float | None = None
-
-    def __post_init__(self) -> None:
-        _count("epochs", self.epochs, 1)
-        _count("batch_size", self.batch_size, 1)
-        _count("num_workers", self.num_workers, 0)
-        _count("early_stopping", self.early_stopping, 0, none_ok=True)
-        _count("max_steps_per_epoch", self.max_steps_per_epoch, 1, none_ok=True)
+    compile: Bool = False
+    max_steps_per_epoch: Annotated[Int | None, _count(1, none_ok=True)] = None
+    grad_accum: Int = 1
+    seed: Int = 0
+    label_only_fraction: Float = 1.0
+    ema_decay: Float | None = None
 
 
-@dataclass
-class RunConfig:
+class RunConfig(BaseModel):
     """Everything a training run needs; written to ``RUN_DIR/config.yaml``."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    def __post_init__(self) -> None:
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_nulls(cls, d: Any) -> Any:
+        """Read the text ``None`` (Python's spelling; YAML reads it as a string) as null where a
+        key may be null."""
+        if not isinstance(d, dict):
+            return d
+        out = dict(d)
+        for section, tp in _fields(cls).items():
+            if isinstance(out.get(section), dict):
+                nullable = {k for k, t in _fields(tp).items() if type(None) in typing.get_args(t)}
+                out[section] = {
+                    k: None if k in nullable and v == "None" else v for k, v in d[section].items()
+                }
+        return out
+
+    @model_validator(mode="after")
+    def _size_suits_model(self) -> RunConfig:
         # The network halves the slice side once per level: refuse a size it cannot take now,
         # not after the data set has been built.
         d, size = self.model.divisor, self.preprocess.size
@@ -230,63 +276,92 @@ class RunConfig:
             f"preprocess.size {size} does not suit model {self.model.name!r}: it must be a "
             f"multiple of {d} and at least {2 * d} (e.g. {max(2 * d, round(size / d) * d)})",
         )
+        return self
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """Turn a YAML value into the annotated type, or raise naming the key."""
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise InputError(where, f"expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and (value is None or (isinstance(value, str) and value == "None")):
-            return None  # YAML's null; "None" (Python's spelling) is read as a string
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise InputError(where, f"expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, where) for v in value)
-        if len(value) != len(args):
-            raise InputError(where, f"expected {len(args)} values, got {value!r}")
-        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
-    if origin is list:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            raise InputError(where, f"expected a list, got {value!r}")
-        return [_convert(args[0], v, where) for v in value]
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-4 (no dot) as a string
-            return float(value)
-        except ValueError:
-            pass
-    if tp is Any or (isinstance(tp, type) and isinstance(value, tp)):
-        if tp is int and isinstance(value, bool):
-            raise InputError(where, f"expected an integer, got {value!r}")
-        return value
-    raise InputError(where, f"expected {getattr(tp, '__name__', tp)}, got {value!r}")
+# ------------------------------------------------------------------ reading and writing
+
+#: pydantic's error types -> what the key expects, in the words of the message.
+_EXPECTED = {
+    **dict.fromkeys(("int_type", "int_parsing", "int_from_float"), "int"),
+    **dict.fromkeys(("float_type", "float_parsing"), "float"),
+    **dict.fromkeys(("bool_type", "bool_parsing"), "bool"),
+    "string_type": "str",
+    **dict.fromkeys(("list_type", "tuple_type"), "a list"),
+    **dict.fromkeys(("model_type", "model_attributes_type", "dataclass_type"), "a mapping"),
+}
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
 
 
-def from_dict(cls: type, d: dict, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys (listing valid ones)."""
+def _fields(cls: type) -> dict[str, Any]:
+    """A section's keys and their types, in order."""
+    if issubclass(cls, BaseModel):
+        return {k: f.annotation for k, f in cls.model_fields.items()}
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(names))
-    if unknown:
-        raise InputError(where, f"unknown key(s) {unknown}; valid: {names}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in d.items()}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _section(cls: type, keys: list[str]) -> tuple[list[str], type]:
+    """The longest leading part of ``keys`` that names a section, and that section's class."""
+    path: list[str] = []
+    for k in keys:
+        tp = _fields(cls).get(k)
+        if not (
+            isinstance(tp, type) and (issubclass(tp, BaseModel) or dataclasses.is_dataclass(tp))
+        ):
+            break
+        path.append(k)
+        cls = tp
+    return path, cls
+
+
+def _input_error(cls: type, err: ValidationError, where: str) -> InputError:
+    """The first problem pydantic found, as an :class:`InputError` naming the key at fault, what
+    is wrong and what is allowed."""
+    errors = err.errors(include_url=False)
+    e = errors[0]
+    keys = [p for p in e["loc"] if isinstance(p, str)]
+    path, section = _section(cls, keys)
+    at = ".".join([where, *path])
+    if e["type"] in _UNKNOWN:
+        unknown = sorted(
+            str(x["loc"][-1])
+            for x in errors
+            if x["type"] in _UNKNOWN and list(x["loc"][:-1]) == path
+        )
+        return InputError(at, f"unknown key(s) {unknown}; valid: {list(_fields(section))}")
+    if e["type"] in ("value_error", "assertion_error"):  # our checks: they name the key
+        return InputError(at, str(e.get("ctx", {}).get("error", e["msg"])))
+    at, got = ".".join([where, *keys]), e.get("input")
+    if e["type"] in _EXPECTED:
+        return InputError(at, f"expected {_EXPECTED[e['type']]}, got {got!r}")
+    leaf = keys[len(path)] if len(keys) > len(path) else None
+    sizes = typing.get_args(_fields(section).get(leaf))
+    if e["type"] in ("too_long", "missing") and sizes and Ellipsis not in sizes:  # a short tuple
+        return InputError(at, f"expected {len(sizes)} values, got {got!r}")
+    return InputError(at, f"{e['msg']}, got {got!r}")
+
+
+def from_dict(cls: type[BaseModel], d: Any, where: str = "config") -> Any:
+    """Validate a plain dict into ``cls`` (e.g. :class:`RunConfig`), refusing unknown keys
+    (listing the valid ones) and bad values with an :class:`InputError` that starts ``where``."""
     try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise InputError(where, str(e)) from None
+        return cls.model_validate(d)
+    except ValidationError as e:
+        raise _input_error(cls, e, where) from None
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key of the run config (``data.sources``, ..., ``train.seed``)."""
+    return [f"{section}.{key}" for section, tp in _fields(RunConfig).items() for key in _fields(tp)]
+
+
+def check_key(key: str, where: str | Path) -> str:
+    """Raise :class:`InputError` (listing the valid keys) unless ``key`` is a run-config key."""
+    valid = valid_keys()
+    if key not in valid:
+        raise InputError(where, f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+    return key
 
 
 def comparable(d: Any, ignore: tuple[str, ...] = ()) -> dict | None:
@@ -305,8 +380,8 @@ def comparable(d: Any, ignore: tuple[str, ...] = ()) -> dict | None:
     return out
 
 
-def to_dict(cfg: Any) -> dict:
-    """Plain, YAML-safe dict (tuples become lists)."""
+def to_dict(cfg: BaseModel) -> dict:
+    """Plain, YAML-safe dict of a config or a section (tuples become lists)."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, dict):
@@ -315,25 +390,37 @@ def to_dict(cfg: Any) -> dict:
             return [plain(x) for x in v]
         return v
 
-    return plain(dataclasses.asdict(cfg))
+    return plain(cfg.model_dump())
+
+
+def parse_override(item: str, where: str | Path = "--set") -> tuple[str, Any]:
+    """``"key.sub=value"`` -> ``("key.sub", value)``, the value parsed as YAML."""
+    if not isinstance(item, str) or "=" not in item:
+        raise InputError(where, f"expected key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise InputError(where, f"{key}: value {raw!r} is not valid YAML ({e})") from None
+
+
+def set_dotted(d: dict, key: str, value: Any, where: str | Path = "--set") -> dict:
+    """Set ``d[a][b] = value`` for ``key = "a.b"``, creating sections as needed; in place."""
+    node = d
+    *sections, leaf = key.split(".")
+    for p in sections:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise InputError(where, f"{key!r}: {p!r} is not a section")
+    node[leaf] = value
+    return d
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
-        if "=" not in item:
-            raise InputError("--set", f"expected key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        node = d
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise InputError("--set", f"{key!r}: {p!r} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise InputError("--set", f"{key}: value {raw!r} is not valid YAML ({e})") from None
+        set_dotted(d, *parse_override(item))
     return d
 
 

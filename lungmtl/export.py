@@ -53,9 +53,9 @@ def export(checkpoint_path: str | Path, out: str | Path, fmt: str = "onnx") -> P
     """
     if fmt not in FORMATS:
         raise InputError(fmt, f"unknown export format; valid: {', '.join(FORMATS)}")
-    ckpt = checkpoint.read(checkpoint_path)
-    model = _TupleOutput(checkpoint.load(checkpoint_path)).eval()
-    size = input_size(ckpt)
+    restored = checkpoint.restore(checkpoint_path)
+    model = _TupleOutput(restored.model).eval()
+    size = input_size(restored.meta)
     example = torch.zeros(2, model.model.config.in_channels, size, size)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -128,9 +128,9 @@ def verify(checkpoint_path: str | Path, exported: str | Path, n: int = 3, seed: 
     Returns:
         max |difference| over both outputs (logits).
     """
-    ckpt = checkpoint.read(checkpoint_path)
-    model = checkpoint.load(checkpoint_path).eval()
-    size = input_size(ckpt)
+    restored = checkpoint.restore(checkpoint_path)
+    model = restored.model
+    size = input_size(restored.meta)
     x = np.random.default_rng(seed).random((n, 1, size, size), dtype=np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x))

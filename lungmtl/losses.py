@@ -1,10 +1,10 @@
 """Losses of the multi-task network: soft Dice, pixel BCE/CE, slice CE, and their weighted sum.
 
 The paper trains with categorical cross-entropy on the classification head plus a smoothed Dice
-loss on the segmentation head (method.md, "Training"). Slices without an infection mask (healthy
-slices from a label-only source, or slices whose annotation is unknown) must still train the
-classifier, so the multi-task loss takes a per-sample ``has_mask`` flag and averages the
-segmentation term over flagged samples only.
+loss on the segmentation head. Slices without an infection mask (healthy slices from a
+label-only source, or slices whose annotation is unknown) must still train the classifier, so
+the multi-task loss takes a per-sample ``has_mask`` flag and averages the segmentation term over
+flagged samples only.
 
 Shapes: segmentation logits are (N,C,H,W). With C == 1 the head is binary (sigmoid) and the
 target is a 0/1 mask, (N,1,H,W) or (N,H,W). With C > 1 the head is multi-class (softmax) and the

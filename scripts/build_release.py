@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mask-gate", type=float, help="masks only on slices with P(infected) >= this")
     args = ap.parse_args(argv)
 
-    cks = [checkpoint.read(r) for r in args.runs]
+    restored = [checkpoint.restore(r) for r in args.runs]
+    cks = [r.meta for r in restored]
     # Where the data and cache lay may differ; the data themselves are checked by the split.
     ignore = ("train.seed", "train.device", "data.sources", "data.cache_dir")
     configs = [comparable(ck["run_config"], ignore) for ck in cks]
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     held_out = splits[0].loc[splits[0]["split"] != "train", SPLIT_COLUMNS].copy()
     # Slices are matched by source, patient, file name and index: no local paths in the file.
     held_out["image"] = held_out["image"].map(lambda p: Path(p).name)
-    model = Ensemble([checkpoint.load(r) for r in args.runs], args.flips)
+    model = Ensemble([r.model for r in restored], args.flips)
     rule = ScanRule.from_dict(json.loads(args.scan_rule.read_text())) if args.scan_rule else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(

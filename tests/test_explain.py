@@ -116,8 +116,8 @@ def test_grad_cam_of_the_shipped_model_leans_on_the_lesions_of_real_slices(real_
     radiologists' infection masks than in the rest of the lung, on real infected slices, and
     clearly more so than an untrained model's. (A 6-epoch model trained inside the test did this
     before: too weak, its enrichment moved between 1.04 and 1.30 with library versions.)"""
-    ck = checkpoint.read(DEFAULT)
-    cfg = from_dict(RunConfig, ck["run_config"], "run_config")
+    restored = checkpoint.restore(DEFAULT)
+    cfg = from_dict(RunConfig, restored.meta["run_config"], "run_config")
     cfg.data.sources = [str(real_data)]
     cfg.data.cache_dir = str(tmp_path / "cache")
     cfg.data.max_slices = 60
@@ -138,7 +138,7 @@ def test_grad_cam_of_the_shipped_model_leans_on_the_lesions_of_real_slices(real_
         assert len(ratios) > 50
         return float(np.median(ratios))
 
-    trained = enrichment(checkpoint.load(DEFAULT), "members.0.encoder.attn.2")
+    trained = enrichment(restored.model, "members.0.encoder.attn.2")
     torch.manual_seed(0)
     untrained = enrichment(create_model(**cfg.model.to_dict()).eval(), "encoder.attn.2")
     # Measured 2026-12-02 (144 slices): shipped 1.057, untrained 0.788. The old 1.15 bound was a

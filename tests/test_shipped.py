@@ -61,9 +61,10 @@ def test_the_shipped_model_loads_by_name_with_its_checksum():
     path = shipped_path(DEFAULT)
     assert path.parent == WEIGHTS_DIR and sha256(path) == m.sha256
     assert path.stat().st_size <= 10 * 1024 * 1024
-    ck = checkpoint.read(DEFAULT)  # a name is resolved like a path
+    restored = checkpoint.restore(DEFAULT)  # a name is resolved like a path
+    ck = restored.meta
     assert ck["model_name"] == DEFAULT and "run_config" in ck and ck["scan_rule"]
-    model = checkpoint.load(DEFAULT)
+    model = restored.model
     with torch.no_grad():
         out = model(torch.rand(1, 1, 128, 128))
     assert out.seg.shape == (1, 1, 128, 128) and out.cls.shape == (1, 2)

@@ -76,7 +76,8 @@ def evaluate(
     checkpoint_path = checkpoint.resolve(
         default_checkpoint() if checkpoint_path is None else checkpoint_path
     )
-    ck = checkpoint.read(checkpoint_path)
+    restored = checkpoint.restore(checkpoint_path)
+    ck = restored.meta
     if "run_config" not in ck:
         raise InputError(checkpoint_path, "checkpoint has no run config (not written by fit)")
     cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "checkpoint run_config")
@@ -84,7 +85,7 @@ def evaluate(
         # A shipped model was trained on ../shared/data; $LUNGMTL_DATA says where it is here.
         cfg.data.sources = [os.environ["LUNGMTL_DATA"]]
     dev = resolve_device(device)
-    model = prepare_model(checkpoint.load(checkpoint_path), dev)
+    model = prepare_model(restored.model, dev)
     cache, rows = select_rows(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
     tensors = SliceTensors(cache, rows)
     pred = slice_probabilities(model, tensors.image, dev, batch_size)

@@ -6,17 +6,15 @@ read, so a bad key or value fails before any training starts.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..config import RunConfig, apply_overrides, from_dict
+from ..config import RunConfig, apply_overrides, check_key, from_dict, parse_override, set_dotted
 from ..errors import InputError
 
 #: Top-level keys of an experiment YAML.
@@ -63,27 +61,6 @@ class Experiment:
     eval_batch_size: int = 32
 
 
-def _valid_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of the run config (``model.name``, ``train.seed``, ...)."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out += _valid_keys(tp, f"{prefix}{f.name}.")
-        else:
-            out.append(f"{prefix}{f.name}")
-    return out
-
-
-def check_key(key: str, where: str | Path) -> str:
-    """Raise :class:`InputError` (listing the valid keys) unless ``key`` is a run-config key."""
-    valid = _valid_keys()
-    if key not in valid:
-        raise InputError(where, f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
-    return key
-
-
 def _mapping(value: Any, where: str) -> dict:
     if not isinstance(value, dict):
         raise InputError(where, f"expected a mapping, got {value!r}")
@@ -97,10 +74,8 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
     if isinstance(value, list):
         d: dict[str, Any] = {}
         for item in value:
-            if not isinstance(item, str) or "=" not in item:
-                raise InputError(where, f"expected key=value, got {item!r}")
-            k, raw = item.split("=", 1)
-            d[k.strip()] = yaml.safe_load(raw)
+            k, v = parse_override(item, where)
+            d[k] = v
         value = d
     value = _mapping(value, where)
     for k in value:
@@ -259,13 +234,6 @@ def load_experiment(
     return exp
 
 
-def _set_dotted(d: dict, key: str, value: Any) -> None:
-    node = d
-    for part in key.split(".")[:-1]:
-        node = node.setdefault(part, {})
-    node[key.split(".")[-1]] = value
-
-
 def run_config(
     exp: Experiment, variant: Variant, seed: int, sources: list[str] | None = None
 ) -> RunConfig:
@@ -277,10 +245,10 @@ def run_config(
         raise InputError(exp.base, f"not valid YAML: {e}") from None
     apply_overrides(d, exp.base_set)
     for k, v in variant.overrides.items():
-        _set_dotted(d, k, v)
-    _set_dotted(d, "train.seed", seed)
+        set_dotted(d, k, v, where)
+    set_dotted(d, "train.seed", seed)
     if exp.split_seeds:
-        _set_dotted(d, "data.split_seed", seed)
+        set_dotted(d, "data.split_seed", seed)
     if sources is not None:
-        _set_dotted(d, "data.sources", sources)
+        set_dotted(d, "data.sources", sources)
     return from_dict(RunConfig, d, where)

@@ -1,23 +1,20 @@
-"""What every model shares: the output it returns and the config that defines it.
+"""What every model shares: the output type, the encoder contract, the config, and the registry.
 
-The networks (:mod:`lungmtl.models.multitask`, :mod:`lungmtl.models.external`) import these;
-this module imports none of them.
+The networks (:mod:`lungmtl.models.multitask`, :mod:`lungmtl.models.external`) import this
+module and add their entries to :data:`MODELS`; this module imports none of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from .blocks import ATTENTIONS
-
-#: lungmtl's own backbones (built by :data:`lungmtl.models.multitask.BACKBONES`).
-BACKBONE_NAMES = ("unet", "unetpp", "resunet")
-#: Ecosystem baselines (:mod:`lungmtl.models.external`): name -> (pip extra, module to import).
-EXTERNAL = {"smp-unet": ("smp", "segmentation_models_pytorch"), "monai-unet": ("monai", "monai")}
 
 
 class MultiTaskOutput(NamedTuple):
@@ -32,13 +29,54 @@ class MultiTaskOutput(NamedTuple):
     cls: torch.Tensor
 
 
+class Encoder(nn.Module):
+    """The encoder contract: ``forward(x)`` returns ``len(out_channels)`` maps, the i-th at
+    stride 2**i; decoders and heads read only this."""
+
+    out_channels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model name: how to build it and what its config may hold.
+
+    Args:
+        build: ``ModelConfig -> nn.Module`` returning :class:`MultiTaskOutput`.
+        divisor: input sides must be multiples of it; ``None`` = 2 per encoder level.
+        attention: takes lungmtl's attention option (``"cbam"``).
+        options: the optional ``ModelConfig`` fields it reads (e.g. ``encoder``).
+        extra: pip extra of the optional library it needs (an ecosystem baseline); ``None`` for
+            lungmtl's own networks.
+        module: the module of that library, imported when the model is built.
+    """
+
+    build: Callable[[ModelConfig], nn.Module]
+    divisor: int | None = None
+    attention: bool = True
+    options: tuple[str, ...] = ()
+    extra: str | None = None
+    module: str | None = None
+
+    @property
+    def external(self) -> bool:
+        """An ecosystem baseline (its library is an optional extra)."""
+        return self.extra is not None
+
+
+#: The one model registry, name -> entry; filled by the modules that define the networks
+#: (imported by ``lungmtl.models``).
+MODELS: dict[str, ModelEntry] = {}
+#: ``ModelConfig`` fields that only some models read (``ModelEntry.options``).
+OPTIONAL_FIELDS = ("encoder",)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters that fully define a network; saved inside every checkpoint.
 
     Args:
-        name: backbone, one of ``BACKBONE_NAMES`` (unet, unetpp, resunet), or an ecosystem baseline
-            of :mod:`lungmtl.models.external` (smp-unet, monai-unet; optional extras).
+        name: a name of :data:`MODELS`: lungmtl's backbones (unet, unetpp, resunet) or an
+            ecosystem baseline of :mod:`lungmtl.models.external` (smp-unet, monai-unet; extras).
         attention: ``"cbam"`` (after each encoder stage) or ``None`` ("simple multi-task");
             the external baselines take ``None`` only.
         widths: encoder filters per level, shallow to deep, before the bottleneck.
@@ -63,14 +101,16 @@ class ModelConfig:
     encoder: str | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in BACKBONE_NAMES and self.name not in EXTERNAL:
-            raise ValueError(
-                f"unknown model {self.name!r}; valid: {sorted(BACKBONE_NAMES) + sorted(EXTERNAL)}"
-            )
-        if self.name in EXTERNAL and self.attention is not None:
+        entry = MODELS.get(self.name)
+        if entry is None:
+            valid = sorted(MODELS, key=lambda n: (MODELS[n].external, n))
+            raise ValueError(f"unknown model {self.name!r}; valid: {valid}")
+        if self.attention is not None and not entry.attention:
             raise ValueError(f"{self.name} takes no lungmtl attention: set attention to null")
-        if self.encoder is not None and self.name != "smp-unet":
-            raise ValueError(f"encoder is an option of smp-unet only, not of {self.name}")
+        for option in OPTIONAL_FIELDS:
+            if getattr(self, option) is not None and option not in entry.options:
+                takers = ", ".join(n for n, e in MODELS.items() if option in e.options)
+                raise ValueError(f"{option} is an option of {takers} only, not of {self.name}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {self.attention!r}; valid: {list(ATTENTIONS)}")
         # Lists from YAML/JSON or a checkpoint become tuples so configs compare and hash.
@@ -94,11 +134,7 @@ class ModelConfig:
     @property
     def divisor(self) -> int:
         """Input height and width must be multiples of this."""
-        if self.name == "smp-unet":
-            return 32  # five stride-2 stages in smp's encoders
-        if self.name == "monai-unet":
-            return 16
-        return 2 ** (len(self.channels) - 1)
+        return MODELS[self.name].divisor or 2 ** (len(self.channels) - 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -110,3 +146,18 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model option(s) {unknown}; valid: {sorted(valid)}")
         return cls(**d)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The network a ``ModelConfig`` describes (lungmtl's own, or an ecosystem baseline)."""
+    return MODELS[config.name].build(config)
+
+
+def create_model(name: str = "unet", **config) -> nn.Module:
+    """Build a model by name; every option is a ``ModelConfig`` field.
+
+    Raises:
+        ValueError: unknown name or option (the message lists the valid ones).
+        ImportError: an external baseline whose library is not installed (names the extra).
+    """
+    return build_model(ModelConfig.from_dict({"name": name, **config}))

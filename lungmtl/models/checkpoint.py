@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
 from ..errors import CheckpointError
 from ..files import atomic_path
+from .base import ModelConfig, build_model
 from .ensemble import Ensemble
-from .multitask import ModelConfig, MultiTaskNet, build_model
 from .shipped import SHIPPED, shipped_path
 
 FORMAT = "lungmtl-checkpoint"
@@ -27,9 +28,17 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def save(
-    model: MultiTaskNet | Ensemble, path: str | Path, *, half: bool = False, **extra: Any
-) -> Path:
+class Restored(NamedTuple):
+    """A checkpoint read once: the model (eval mode), its config, and every other entry
+    (``run_config``, ``epoch``, ``metrics``, ``scan_rule``, ... as saved) in ``meta``."""
+
+    model: nn.Module
+    config: ModelConfig
+    meta: dict[str, Any]
+    path: Path
+
+
+def save(model: nn.Module, path: str | Path, *, half: bool = False, **extra: Any) -> Path:
     """Save a model's config and weights; ``extra`` entries (plain data/tensors) ride along.
 
     An :class:`Ensemble` also records its size and test-time flips (key ``ensemble``).
@@ -82,8 +91,9 @@ def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     return ckpt
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTaskNet | Ensemble:
-    """Rebuild a model from a checkpoint alone (config + weights), in eval mode."""
+def restore(path: str | Path, map_location: str | torch.device = "cpu") -> Restored:
+    """Read a checkpoint once and rebuild its model (config + weights, eval mode)."""
+    path = resolve(path)
     ckpt = read(path, map_location)
     try:
         config = ModelConfig.from_dict(ckpt["model_config"])
@@ -95,7 +105,13 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> MultiTas
             model = build_model(config)
         model.load_state_dict(ckpt["state_dict"])
     except ImportError as e:  # an external baseline whose library is not installed here
-        raise CheckpointError(resolve(path), str(e)) from None
+        raise CheckpointError(path, str(e)) from None
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise CheckpointError(resolve(path), f"inconsistent checkpoint: {e}") from None
-    return model.eval()
+        raise CheckpointError(path, f"inconsistent checkpoint: {e}") from None
+    meta = {k: v for k, v in ckpt.items() if k not in ("model_config", "state_dict")}
+    return Restored(model.eval(), config, meta, path)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The model of a checkpoint alone (:func:`restore` without the rest)."""
+    return restore(path, map_location).model

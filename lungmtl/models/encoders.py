@@ -1,5 +1,5 @@
-"""Shared encoders. Each returns one feature map per stride (1, 2, 4, 8, 16) and states
-``out_channels``; decoders and heads read only that contract."""
+"""Shared encoders (:class:`lungmtl.models.base.Encoder`): one feature map per stride
+(1, 2, 4, 8, 16) and their ``out_channels``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ import itertools
 import torch
 from torch import nn
 
+from .base import Encoder
 from .blocks import ConvBlock, ResidualBlock, make_attention
-
-
-class Encoder(nn.Module):
-    """Base class: ``forward(x)`` returns ``len(out_channels)`` maps, the i-th at stride 2**i."""
-
-    out_channels: tuple[int, ...]
 
 
 class UNetEncoder(Encoder):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .multitask import ModelConfig, MultiTaskOutput
+from .base import ModelConfig, MultiTaskOutput
 
 #: Test-time flips: name -> the image axes it reverses.
 FLIPS = {"lr": (-1,), "ud": (-2,), "lrud": (-2, -1)}

@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import EXTERNAL, ModelConfig, MultiTaskOutput
+from .base import MODELS, ModelConfig, ModelEntry, MultiTaskOutput
 from .heads import ClassificationHead
 
 
 def _import(name: str):
-    extra, module = EXTERNAL[name]
+    extra, module = MODELS[name].extra, MODELS[name].module
     try:
         return __import__(module)
     except Exception as e:  # ImportError, or torchvision's operator error beside a CPU torch
@@ -123,8 +123,19 @@ class MonaiUNet(ExternalNet):
         return MultiTaskOutput(seg, self.cls_head(deep))
 
 
-BUILDERS = {"smp-unet": SmpUnet, "monai-unet": MonaiUNet}
-
-
-def build_external(config: ModelConfig) -> ExternalNet:
-    return BUILDERS[config.name](config)
+MODELS.update(
+    {
+        # five stride-2 stages in smp's encoders
+        "smp-unet": ModelEntry(
+            SmpUnet,
+            divisor=32,
+            attention=False,
+            options=("encoder",),
+            extra="smp",
+            module="segmentation_models_pytorch",
+        ),
+        "monai-unet": ModelEntry(
+            MonaiUNet, divisor=16, attention=False, extra="monai", module="monai"
+        ),
+    }
+)

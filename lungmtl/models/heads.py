@@ -14,7 +14,7 @@ class SegmentationHead(nn.Conv2d):
 
 
 class ClassificationHead(nn.Module):
-    """Global average pooling -> dense 512 -> dense 128 -> dropout -> dense 2 (method.md)."""
+    """Global average pooling -> dense 512 -> dense 128 -> dropout -> dense 2 (the paper's head)."""
 
     def __init__(
         self, in_channels: int, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.5

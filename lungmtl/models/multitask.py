@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 from torch import nn
 
-from .base import EXTERNAL, ModelConfig, MultiTaskOutput
+from .base import MODELS, Encoder, ModelConfig, ModelEntry, MultiTaskOutput
 from .decoders import UNetDecoder, UNetPlusPlusDecoder
-from .encoders import Encoder, ResUNetEncoder, UNetEncoder
-from .external import ExternalNet, build_external
+from .encoders import ResUNetEncoder, UNetEncoder
 from .heads import ClassificationHead, SegmentationHead
-
-#: Backbone name -> (encoder class, decoder factory); the names are ``base.BACKBONE_NAMES``.
-BACKBONES = {
-    "unet": (UNetEncoder, lambda ch: UNetDecoder(ch)),
-    "unetpp": (UNetEncoder, lambda ch: UNetPlusPlusDecoder(ch)),
-    "resunet": (ResUNetEncoder, lambda ch: UNetDecoder(ch, residual=True)),
-}
 
 
 class MultiTaskNet(nn.Module):
-    """Shared encoder -> segmentation decoder + 1x1 head, and a classifier on the deepest map."""
+    """Shared encoder -> segmentation decoder + 1x1 head, and a classifier on the deepest map.
 
-    def __init__(self, config: ModelConfig):
+    Args:
+        config: the model's hyper-parameters.
+        encoder: encoder class, called as ``encoder(in_channels, channels, attention)``.
+        decoder: decoder factory, called with the encoder's ``out_channels``.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        encoder: type[Encoder],
+        decoder: Callable[[tuple[int, ...]], nn.Module],
+    ):
         super().__init__()
         self.config = config
-        encoder_cls, decoder_factory = BACKBONES[config.name]
-        ch = config.channels
-        self.encoder: Encoder = encoder_cls(config.in_channels, ch, config.attention)
-        self.decoder = decoder_factory(self.encoder.out_channels)
+        self.encoder: Encoder = encoder(config.in_channels, config.channels, config.attention)
+        self.decoder = decoder(self.encoder.out_channels)
         self.seg_head = SegmentationHead(self.decoder.out_channels, config.seg_classes)
         self.cls_head = ClassificationHead(
             self.encoder.out_channels[-1], config.cls_hidden, config.dropout
@@ -52,21 +56,13 @@ class MultiTaskNet(nn.Module):
         return MultiTaskOutput(self.seg_head(self.decoder(feats)), self.cls_head(feats[-1]))
 
 
-def build_model(config: ModelConfig) -> MultiTaskNet | ExternalNet:
-    """The network a ``ModelConfig`` describes (lungmtl's own, or an ecosystem baseline)."""
-    if config.name in EXTERNAL:
-        return build_external(config)
-    return MultiTaskNet(config)
-
-
-def create_model(name: str = "unet", **config) -> MultiTaskNet | ExternalNet:
-    """Build a model by backbone name; every option is a ``ModelConfig`` field.
-
-    Raises:
-        ValueError: unknown name or option (the message lists the valid ones).
-        ImportError: an external baseline whose library is not installed (names the extra).
-    """
-    return build_model(ModelConfig.from_dict({"name": name, **config}))
+MODELS.update(
+    unet=ModelEntry(partial(MultiTaskNet, encoder=UNetEncoder, decoder=UNetDecoder)),
+    unetpp=ModelEntry(partial(MultiTaskNet, encoder=UNetEncoder, decoder=UNetPlusPlusDecoder)),
+    resunet=ModelEntry(
+        partial(MultiTaskNet, encoder=ResUNetEncoder, decoder=partial(UNetDecoder, residual=True))
+    ),
+)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:

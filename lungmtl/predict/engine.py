@@ -38,14 +38,15 @@ def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predict
     Raises:
         InputError: the checkpoint has no run config (its pre-processing would be a guess).
     """
-    ck = checkpoint.read(checkpoint_path)
+    restored = checkpoint.restore(checkpoint_path)
+    ck = restored.meta
     if "run_config" not in ck:
         raise InputError(
             checkpoint_path, "checkpoint has no run config, so its pre-processing is unknown"
         )
     cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "checkpoint run_config")
     dev = resolve_device(device)
-    model = checkpoint.load(checkpoint_path).to(dev).eval()
+    model = restored.model.to(dev)
     # channels_last is measurably faster for these convolutions on CPU too (benchmarks/scan.py).
     model = model.to(memory_format=torch.channels_last)
     rule = ScanRule.from_dict(ck["scan_rule"]) if ck.get("scan_rule") else None
