@@ -1,0 +1,225 @@
+"""The verbs of the ``lungmtl`` command: each calls one API function and prints its outcome."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+CHECKPOINT_HELP = (
+    "run directory, .pt file, or the name of a shipped model (lungmtl models); "
+    "default: the shipped model"
+)
+
+
+def _models(args) -> int:
+    from ..models.catalogue import describe
+
+    print(describe())
+    return 0
+
+
+def _data_build(args) -> int:
+    from ..config import load_config
+    from ..data.build import build_from_config
+
+    cfg = load_config(args.config, args.set + (["data.skip_bad=true"] if args.skip_bad else []))
+    ds = build_from_config(cfg, progress=not args.quiet)
+    print(ds.summary().to_string(index=False))
+    skipped = Path(ds.cache.root) / "skipped.csv"
+    print(f"\ncache: {ds.cache.root}")
+    n_skipped = sum(1 for _ in skipped.open()) - 1
+    if n_skipped:
+        print(f"skipped {n_skipped} bad slice(s): see {skipped}")
+    if len(ds.duplicates):
+        print(f"WARNING: {ds.duplicates['image_hash'].nunique()} identical images across splits:")
+        print(ds.duplicates.to_string(index=False))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        ds.table.to_csv(args.out, index=False)
+        print(f"split table: {args.out}")
+    return 0
+
+
+def _data_download(args) -> int:
+    from ..data.download import download
+
+    path = download(args.name, args.to, base_url=args.base_url)
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def _train(args) -> int:
+    from ..config import load_config
+    from ..training import fit
+
+    if args.devices > 1 and "WORLD_SIZE" not in os.environ:
+        # Relaunch through PyTorch's own launcher: one process per device, DDP inside fit().
+        argv, skip = [], False
+        for item in args.argv:  # the same command line without --devices
+            if skip or item.startswith("--devices"):
+                skip = item == "--devices" and not skip
+                continue
+            argv.append(item)
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={args.devices}",
+            "-m",
+            "lungmtl",
+            *argv,
+        ]
+        return subprocess.call(cmd)
+    cfg = load_config(args.config, args.set)
+    try:
+        r = fit(
+            cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the last finished epoch is in {args.out}/last.pt "
+            f"(continue with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"best epoch {r.best_epoch} ({cfg.train.select_metric} = {r.best_value:.4f}); "
+        f"run: {r.run_dir}"
+    )
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ..evaluation import evaluate
+
+    m = evaluate(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        split=args.split,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        crf=args.crf,
+        lung_only=args.lung_only,
+    )
+    keys = ("n_slices", "accuracy", "auc", "sensitivity", "specificity", "dice_infected_mean")
+    print(", ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
+    if m.get("skipped_slices"):
+        skipped = Path(args.out) / "skipped.csv"
+        print(f"skipped {m['skipped_slices']} unreadable slice(s): see {skipped}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    """``K/N`` -> (K, N); by default torchrun's RANK/WORLD_SIZE, else the whole list."""
+    if text is None:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InputError("--shard", f"expected K/N such as 0/4, got {text!r}") from None
+    return k, n
+
+
+def _predict(args) -> int:
+    from ..predict import PredictOptions, predict
+
+    opts = PredictOptions(
+        device=args.device,
+        batch_size=args.batch_size,
+        crf=args.crf,
+        gradcam=args.gradcam,
+        allow_gaps=args.allow_gaps,
+        threads=args.threads,
+        shard=_shard(args.shard),
+        resume=args.resume,
+        engine=args.engine,
+    )
+    shown: list[str] = []
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+        shown.append(line)
+
+    try:
+        results = predict(args.checkpoint, args.inputs, args.out, opts, echo=echo)
+    except KeyboardInterrupt:
+        # Each case's folder is written whole or not at all, so what is listed is usable.
+        done = [line.split()[1].rstrip(":") for line in shown if not line.startswith("FAILED")]
+        print(
+            f"\ninterrupted: {len(done)} case(s) finished before the stop"
+            f"{': ' + ', '.join(done) if done else ''}; their outputs in {args.out} are whole "
+            "(continue with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+    failed = sum(not r.ok for r in results)
+    before = sum(r.ok and r.message == "done before" for r in results)
+    again = f" ({before} finished before, not redone)" if before else ""
+    print(f"{len(results) - failed} case(s) ok{again}, {failed} failed; outputs in {args.out}")
+    return 1 if failed else 0
+
+
+def _export(args) -> int:
+    from ..export import export, verify
+
+    path = export(args.checkpoint, args.out, args.format)
+    diff = verify(args.checkpoint, path)
+    print(f"{args.format}: {path} (max |difference| from PyTorch: {diff:.2e})")
+    return 0
+
+
+def _compare(args) -> int:
+    from ..compare import compare
+
+    text = compare(args.evals, alpha=args.alpha)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def _demo(args) -> int:
+    from ..demo import demo
+
+    demo(args.out, data=args.data, epochs=args.epochs, progress=not args.quiet, train=args.train)
+    return 0
+
+
+def _experiment(args) -> int:
+    from ..experiments.run import run_experiment
+
+    run_experiment(
+        args.experiment,
+        args.out,
+        extra_set=args.set,
+        base=args.base,
+        leave_one_source_out=True if args.leave_one_source_out else None,
+        only=args.only,
+        reuse=args.reuse,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+    )
+    return 0
+
+
+def _shortcut(args) -> int:
+    from ..shortcut import shortcut_report
+
+    report = shortcut_report(
+        args.data,
+        args.out,
+        eval_dir=args.eval,
+        config=args.config,
+        overrides=args.set,
+        progress=not args.quiet,
+    )
+    print(report)
+    return 0
