@@ -1,8 +1,10 @@
-"""Atomic file writes: a reader (or a resumed job) sees the old file or the new one, never half."""
+"""File helpers: atomic writes (a reader sees the old file or the new one, never half) and the
+natural order of file names."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,3 +36,13 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key in which digit runs compare as numbers: ``IM-2 < IM-10``, ``z2.png < z10.png``.
+
+    Text parts (case-insensitive) sit at even positions and numbers at odd ones, so two keys
+    never compare a string with an int.
+    """
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))

@@ -12,6 +12,7 @@ import pandas as pd
 import pydicom
 
 from ..errors import InputError
+from ..files import natural_key
 from .dicom import dicom_numbers, dicom_series
 from .image import IMAGE_SUFFIXES, suffix_of
 from .io import read_mask, volume_shape
@@ -81,12 +82,9 @@ def _stem(path: Path) -> str:
 
 def _niftis(folder: Path) -> list[Path]:
     return sorted(
-        (p for p in folder.iterdir() if suffix_of(p) in (".nii", ".nii.gz")), key=_natural
+        (p for p in folder.iterdir() if suffix_of(p) in (".nii", ".nii.gz")),
+        key=lambda p: natural_key(p.name),
     )
-
-
-def _natural(p: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
 def _require(path: Path, what: str) -> Path:
@@ -246,7 +244,7 @@ def from_class_folders(root: str | Path, name: str | None = None) -> pd.DataFram
         label = class_of_folder(folder.name)
         files = sorted(
             (p for p in folder.rglob("*") if p.is_file() and suffix_of(p) in IMAGE_SUFFIXES),
-            key=lambda p: _natural(p.relative_to(folder)),
+            key=lambda p: natural_key(p.name),
         )
         for f in files:
             rel = f.relative_to(root).as_posix()

@@ -27,6 +27,7 @@ from ..data.io import read_image
 from ..data.manifest import read_manifest
 from ..data.sources import load_slice
 from ..errors import InputError
+from ..files import natural_key
 from .types import Case, CaseResult
 
 #: Mean spread between the R, G and B channels (0..255) above which a picture is not a CT slice.
@@ -115,16 +116,6 @@ def _volume_rows_affine(rows: pd.DataFrame, metas: list[ImageData]) -> np.ndarra
     return affine
 
 
-def _natural_key(text: str) -> tuple:
-    """Sort key in which digit runs compare as numbers: ``IM-2 < IM-10``, ``z2.png < z10.png``.
-
-    Text parts (case-insensitive) sit at even positions and numbers at odd ones, so two keys
-    never compare a string with an int.
-    """
-    parts = re.split(r"(\d+)", text)
-    return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))
-
-
 def _slice_order(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str], str | None]:
     """A patient's manifest rows in slice order, their slice ids, and a note on the order used.
 
@@ -138,12 +129,12 @@ def _slice_order(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[str], str | Non
     numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
     if numbers.notna().all():
         keys = [
-            (float(v), _natural_key(f), i) for v, f, i in zip(numbers, files, index, strict=True)
+            (float(v), natural_key(f), i) for v, f, i in zip(numbers, files, index, strict=True)
         ]
         note = None
     else:
         keys = [
-            (_natural_key(t or f), _natural_key(f), i)
+            (natural_key(t or f), natural_key(f), i)
             for t, f, i in zip(text, files, index, strict=True)
         ]
         note = None
