@@ -121,3 +121,30 @@ def test_real_covid_ct_md_volume_is_position_ordered_hu(real_data: Path) -> None
         np.testing.assert_allclose(float(heads[by_z[k]].ImagePositionPatient[2]), z_world[k])
     assert (vol.array[len(files) // 2] > 0).any()  # soft tissue / bone above 0 HU
     io.clear_cache()
+
+
+def test_slice_keys_order_by_position_else_instance_number():
+    """One ordering for series reading and for DICOM-folder layouts: positions along the normal
+    when every file states one; a malformed one raises when strict, else InstanceNumber wins."""
+    import pydicom
+
+    from lungmtl.data.dicom import slice_keys
+    from lungmtl.errors import InputError
+
+    def ds(z=None, number=None, iop=(1, 0, 0, 0, 1, 0)):
+        d = pydicom.Dataset()
+        d.ImageOrientationPatient = list(iop)
+        if z is not None:
+            d.ImagePositionPatient = [0, 0, z]
+        if number is not None:
+            d.InstanceNumber = number
+        return d
+
+    items = [(Path(f"{k}.dcm"), ds(z, n)) for k, (z, n) in enumerate([(5.0, 1), (-2.5, 3), (0, 2)])]
+    assert slice_keys(items) == ([5.0, -2.5, 0.0], True)
+    no_pos = [(Path("a.dcm"), ds(None, 7)), (Path("b.dcm"), ds(None, None))]
+    assert slice_keys(no_pos) == ([7.0, 1.0], False)
+    bad = [(Path("bad.dcm"), ds(1.0, 2, iop=(1, 0, 0, 1, 0, 0))), (Path("ok.dcm"), ds(2.0, 1))]
+    with pytest.raises(InputError, match=r"bad\.dcm.*parallel"):
+        slice_keys(bad)
+    assert slice_keys(bad, strict=False) == ([2.0, 1.0], False)

@@ -226,6 +226,32 @@ def _has_pixel_tag(ds: pydicom.Dataset) -> bool:
     return "Rows" in ds and "Columns" in ds
 
 
+def _instance_number(ds: pydicom.Dataset, default: int) -> float:
+    try:
+        return float(ds.get("InstanceNumber", default) or default)
+    except (TypeError, ValueError):
+        return float(default)
+
+
+def slice_keys(
+    items: list[tuple[Path, pydicom.Dataset]], strict: bool = True
+) -> tuple[list[float], bool]:
+    """Each slice's place in its series, and whether it is a position: the position along the
+    first slice's normal when every file states one, else InstanceNumber (else file order).
+
+    ``strict`` raises on malformed geometry (naming the file); otherwise the series falls back.
+    """
+    if items and all("ImagePositionPatient" in ds for _, ds in items):
+        try:
+            row, col, _, _ = _slice_geometry(items[0][1], items[0][0])
+            normal = np.cross(row, col)
+            return [float(np.dot(_slice_geometry(ds, f)[2], normal)) for f, ds in items], True
+        except InputError:
+            if strict:
+                raise
+    return [_instance_number(ds, i) for i, (_, ds) in enumerate(items)], False
+
+
 def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
     if not any(folder.iterdir()):
         raise InputError(folder, "empty folder")
@@ -248,11 +274,7 @@ def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
         _check_modality(ds, f)
     row, col, _, ps = _slice_geometry(datasets[0][1], datasets[0][0])
     normal = np.cross(row, col)
-    has_pos = all("ImagePositionPatient" in ds for _, ds in datasets)
-    if has_pos:
-        key = [float(np.dot(_slice_geometry(ds, f)[2], normal)) for f, ds in datasets]
-    else:  # no geometry: InstanceNumber order is the best available
-        key = [float(ds.get("InstanceNumber", i) or i) for i, (_, ds) in enumerate(datasets)]
+    key, has_pos = slice_keys(datasets)
     order = np.argsort(key, kind="stable")
     datasets = [datasets[i] for i in order]
     pos = np.sort(np.asarray(key))

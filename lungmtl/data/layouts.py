@@ -13,7 +13,7 @@ import pydicom
 
 from ..errors import InputError
 from ..files import natural_key
-from .dicom import dicom_numbers, dicom_series
+from .dicom import dicom_series, slice_keys
 from .image import IMAGE_SUFFIXES, suffix_of
 from .io import read_mask, volume_shape
 from .table import INFECTION_LABELS, LABELS, abs_path, slice_table
@@ -318,19 +318,7 @@ def from_dicom_folder(
 
 
 def _dicom_order(files: list[Path]) -> list[Path]:
-    """Files sorted along the slice normal (InstanceNumber where positions are missing)."""
-    keys = []
-    for i, f in enumerate(files):
-        ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-        try:  # missing or malformed geometry (wrong count, text) falls back to InstanceNumber
-            iop = dicom_numbers(ds, "ImageOrientationPatient", 6, f)
-            ipp = dicom_numbers(ds, "ImagePositionPatient", 3, f)
-            if iop is None or ipp is None:
-                raise ValueError
-            keys.append((0, float(np.dot(ipp, np.cross(iop[:3], iop[3:])))))
-        except ValueError:  # InputError included
-            try:
-                keys.append((1, float(ds.get("InstanceNumber", i) or i)))
-            except (TypeError, ValueError):
-                keys.append((1, float(i)))
-    return [f for _, f in sorted(zip(keys, files, strict=True), key=lambda t: t[0])]
+    """Files in slice order (:func:`lungmtl.data.dicom.slice_keys`, lenient: headers only)."""
+    items = [(f, pydicom.dcmread(f, stop_before_pixels=True, force=True)) for f in files]
+    keys, _ = slice_keys(items, strict=False)
+    return [files[i] for i in np.argsort(keys, kind="stable")]
