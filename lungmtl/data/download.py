@@ -1,23 +1,5 @@
-"""Download public datasets with pooch: checksum-verified, resumable, safely extracted.
-
-``download(name, to)`` fetches every file of ``DATASETS[name]`` into ``to`` through
-:func:`pooch.retrieve`, which checks the published hash and moves a file into place only when it
-matches. Around it:
-
-* Resume: the downloader given to pooch streams into ``<file>.part`` and continues an interrupted
-  download from there (HTTP ``Range``; a ``file://`` source is read from the same offset). A whole
-  ``.part`` left by a run stopped before verifying is checked, not fetched again.
-* A checksum (or size) mismatch raises ``InputError`` naming the URL, and the bad file is removed
-  (resuming a corrupt ``.part`` could never verify). Where no checksum is known the computed
-  sha256 is logged and recorded in the marker file.
-* Archives (zip, tar, tar.gz) are unpacked by a pooch processor into a temporary folder inside
-  ``to`` and renamed into place, so an interrupted or refused extraction leaves nothing partial.
-  Members with absolute paths, ``..`` components, links or device files are refused (the whole
-  archive is); pooch's own ``Unzip``/``Untar`` do not check this. An archive ``X.zip`` becomes
-  the folder ``to/X`` (a single top-level ``X/`` is not doubled) and is deleted after extraction
-  unless ``keep_archives``.
-* Idempotent: a marker ``to/.<file>.done`` (holding the sha256) is written after each file is
-  verified (and extracted); a second call skips files whose marker and outputs exist.
+"""Download public datasets with pooch: checksum-verified, resumable, safely extracted, idempotent
+(docs/data-format.md, "Downloads").
 """
 
 from __future__ import annotations

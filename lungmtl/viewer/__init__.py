@@ -1,22 +1,5 @@
-"""The slice viewer of ``report.html``: the case's data, compressed, for a script in the page.
-
-The viewer is hand-written vanilla JavaScript drawing on ``<canvas>`` (``viewer.js`` and
-``viewer.css`` beside this module, package data), inlined into the report with its data. No
-viewer library (OHIF, Cornerstone, Papaya, niivue) runs offline from one HTML file without a
-bundling step and a copy of the library in every report; a few hundred lines of canvas code do
-what a radiologist needs here: every axial slice, two windows, overlays, a plot along z.
-
-What is embedded, per slice (as ``data:`` URLs inside one JSON block, decoded by the browser):
-
-* the CT in the lung window (W 1500 / L -600), and for HU input also in the mediastinal window
-  (W 350 / L 40): 8-bit greyscale JPEG (quality 85 and 80), rather than WebP for the encoding
-  time (docs/performance.md has the figures and a report's size).
-* the predicted infection and the lung outline (the border of the lung mask used for the burden
-  figures): palette PNGs with one opaque colour on a transparent background, absent for empty
-  slices, drawn over the CT with the chosen opacity.
-* Grad-CAM (where it was computed): the map at the model's input size, jet colours with the
-  map's value as alpha, and the crop box it belongs to in the native slice (the browser stretches
-  it into the box, as :func:`lungmtl.data.preprocess.paste_back` does for the masks).
+"""The slice viewer of ``report.html``: the case's data, compressed, for a script in the page
+(what is embedded and why: docs/data-format.md, "The report viewer").
 """
 
 from __future__ import annotations
