@@ -25,3 +25,12 @@ def real_data() -> Path:
     if root is None:
         pytest.skip("real CT data not found: set LUNGMTL_DATA or place it at ../shared/data")
     return root
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """A small synthetic dataset (8 patients x 6 slices at 64 px), written once per module."""
+    from lungmtl.data.phantom import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("phantom")
+    return write_phantom_dataset(root / "data", n_patients=8, n_slices=6, size=64, seed=1)

@@ -1,50 +1,26 @@
-"""Training and evaluation end to end: real slices, resume equivalence, clear failures."""
+"""fit(): run folders, resume, EMA, DDP, divergence, clear failures (lungmtl.training.loop)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from torch.optim.swa_utils import AveragedModel
+from training_helpers import tiny_config
 
 from lungmtl.cli import main
 from lungmtl.config import load_config, to_dict
-from lungmtl.data.build import build_from_config
 from lungmtl.data.dataset import SliceTensors
-from lungmtl.data.phantom import write_phantom_dataset
 from lungmtl.errors import CheckpointError, InputError
 from lungmtl.evaluation import evaluate
 from lungmtl.losses import MultiTaskLoss
 from lungmtl.metrics import CLS_KEYS, SEG_KEYS
-from lungmtl.models import build_model, checkpoint, create_model
+from lungmtl.models import checkpoint, create_model
 from lungmtl.training import fit
-from lungmtl.training.epoch import ema_update
 from lungmtl.training.validate import validation_metrics
 
 BASE_KEYS = ("n_slices", "n_infected", "n_healthy", *CLS_KEYS, *SEG_KEYS)
-
-
-def tiny_config(sources, cache, **over):
-    sets = [
-        f"data.sources={[str(s) for s in sources]}",
-        f"data.cache_dir={cache}",
-        "preprocess.size=64",
-        "model.width_mult=0.125",
-        "model.cls_hidden=[32, 16]",
-        "train.batch_size=8",
-        "train.epochs=2",
-        "optim.lr=0.003",
-    ]
-    return load_config(overrides=sets + [f"{k}={v}" for k, v in over.items()])
-
-
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom")
-    return write_phantom_dataset(root / "data", n_patients=8, n_slices=6, size=64, seed=1)
 
 
 @pytest.mark.slow
@@ -105,29 +81,6 @@ def test_ema_weights_are_validated_kept_and_resumed(phantom, tmp_path):
         fit(tiny_config([phantom], cache, **{"train.ema_decay": 1.0}), tmp_path / "c")
 
 
-@pytest.mark.parametrize("classes", [1, 3])
-def test_validation_is_streamed_batch_by_batch(phantom, tmp_path, classes):
-    """The loss is taken batch by batch (no logits of the whole split are kept), and the
-    numbers are those of one batch holding the whole split."""
-    cfg = tiny_config([phantom], tmp_path / "cache", **{"model.seg_classes": classes})
-    ds = build_from_config(cfg, progress=False)
-    val = SliceTensors(ds.cache, ds.rows("val"), multiclass=classes > 1)
-    assert len(val) > 6
-    val.has_mask[[0, 1, 2, 7]] = False  # a batch without masks, one with some
-    torch.manual_seed(0)
-    model = build_model(cfg.model)
-    loss_fn = MultiTaskLoss(**(to_dict(cfg.loss) | {"bce_weight": 0.5}))
-    seen: list[int] = []
-    loss_fn.register_forward_hook(lambda _m, args, _out: seen.append(len(args[0])))
-    cpu = torch.device("cpu")
-    streamed = validation_metrics(model, val, loss_fn, cpu, 3)
-    assert seen and max(seen) <= 3 and sum(seen) == len(val)
-    whole = validation_metrics(model, val, loss_fn, cpu, len(val))
-    assert seen[-1] == len(val)
-    for key, value in whole.items():
-        assert streamed[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
-
-
 def test_masks_out_of_the_class_range_are_refused_before_training(phantom, tmp_path, monkeypatch):
     """The loss does not check class indices on a GPU (a sync per step): fit checks each
     split's masks once, before the first step. The phantom's masks hold classes 0, 1 and 2."""
@@ -140,26 +93,6 @@ def test_masks_out_of_the_class_range_are_refused_before_training(phantom, tmp_p
     cfg = tiny_config([phantom], tmp_path / "cache", **{"model.seg_classes": 2})
     with pytest.raises(InputError, match=r"train masks \(model.seg_classes = 2\).*\[0, 1\]"):
         fit(cfg, tmp_path / "run", progress=False)
-
-
-def test_ema_forgets_the_initial_state_quickly():
-    """A fixed decay of 0.99 keeps 0.99**100 = 37% of the initial state after 100 updates (an
-    initial batch-norm variance of 1 against a learnt 0.004 breaks the averaged model); the
-    warm-up leaves (almost) none."""
-    net = torch.nn.BatchNorm2d(3)
-    ema = AveragedModel(net, multi_avg_fn=ema_update(0.99), use_buffers=True)
-    ema.update_parameters(net)
-    for _ in range(100):
-        net.running_var.fill_(0.004)
-        net.num_batches_tracked += 1
-        ema.update_parameters(net)
-    assert torch.all(ema.module.running_var < 0.004 * 1.05), ema.module.running_var
-    assert int(ema.module.num_batches_tracked) == 100
-    # Once warmed up (t >= 890 for 0.99) it is the configured decay: a new value moves it by 1%.
-    ema.n_averaged.fill_(10_000)
-    net.running_var.fill_(1.004)
-    ema.update_parameters(net)
-    torch.testing.assert_close(ema.module.running_var, torch.full((3,), 0.014), rtol=2e-2, atol=0)
 
 
 @pytest.mark.slow
@@ -364,93 +297,3 @@ def test_divergence_stops_with_a_clear_error_and_keeps_no_bad_checkpoint(
     with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
         fit(tiny_config([phantom], tmp_path / "c"), tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "last.pt").exists()
-
-
-@pytest.mark.slow
-def test_evaluate_new_data_skips_and_reports_unreadable_slices(phantom, tmp_path, capsys):
-    fit(
-        tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1}),
-        tmp_path / "run",
-        progress=False,
-    )
-    other = write_phantom_dataset(tmp_path / "other", n_patients=3, n_slices=4, size=64, seed=9)
-    bad = sorted((other / "images").glob("*.npy"))[1]
-    bad.write_bytes(b"\x93NUMPY broken")
-    code = main(
-        [
-            "evaluate",
-            "--checkpoint",
-            str(tmp_path / "run"),
-            "--data",
-            str(other),
-            "--out",
-            str(tmp_path / "e"),
-            "-q",
-        ]
-    )
-    assert code == 0
-    assert "skipped 1 unreadable slice(s)" in capsys.readouterr().out
-    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert m["skipped_slices"] == 1 and m["n_slices"] == 11
-    assert str(bad) in (tmp_path / "e" / "skipped.csv").read_text()
-
-
-@pytest.mark.slow
-def test_evaluate_reads_the_recorded_split_after_the_data_grew(tmp_path):
-    """Patients added to a source after training reshuffle a redrawn split; evaluate's test
-    split is the one recorded in split.csv, so it never holds a training patient."""
-    data = write_phantom_dataset(tmp_path / "d", n_patients=8, n_slices=4, size=64, seed=1)
-    cfg = tiny_config([data], tmp_path / "c", **{"train.epochs": 1})
-    fit(cfg, tmp_path / "run", progress=False)
-    recorded = pd.read_csv(tmp_path / "run" / "split.csv", dtype={"patient": str})
-    trained = set(recorded.loc[recorded["split"] != "test", "patient"])
-    tested = set(recorded.loc[recorded["split"] == "test", "patient"])
-    write_phantom_dataset(tmp_path / "d", n_patients=14, n_slices=4, size=64, seed=1)
-    redrawn = build_from_config(cfg, progress=False).table
-    assert set(redrawn.loc[redrawn["split"] == "test", "patient"]) & trained  # would leak
-    evaluate(tmp_path / "run", tmp_path / "e", progress=False, n_boot=10)
-    evaluated = pd.read_csv(tmp_path / "e" / "predictions.csv", dtype={"patient": str})
-    assert set(evaluated["patient"]) == tested
-    # a recorded test slice that has left the data: evaluated without it, with a warning
-    gone = Path(evaluated["image"].iloc[0]).name
-    manifest = pd.read_csv(data / "manifest.csv", keep_default_na=False)
-    keep = manifest["image"].map(lambda p: Path(p).name) != gone
-    manifest[keep].to_csv(data / "manifest.csv", index=False)
-    with pytest.warns(UserWarning, match="1 of the .* 'test' slices it records are no longer"):
-        m = evaluate(tmp_path / "run", tmp_path / "e2", progress=False, n_boot=10)
-    assert m["n_slices"] == len(evaluated) - 1
-
-
-def test_epoch_order_draws_a_share_of_label_only_slices():
-    from lungmtl.training.epoch import epoch_order
-
-    has_mask = torch.tensor([True] * 6 + [False] * 10)
-    full = epoch_order(has_mask, 2, torch.Generator().manual_seed(0))
-    assert sorted(full.tolist()) == sorted(list(range(16)) * 2)
-    seen = set()
-    for epoch in range(4):
-        order = epoch_order(has_mask, 1, torch.Generator().manual_seed(epoch), 0.3)
-        rows = order.tolist()
-        assert len(rows) == len(set(rows)) == 6 + 3  # every masked slice, ceil(0.3 x 10) others
-        assert set(range(6)) <= set(rows)
-        seen |= set(rows) - set(range(6))
-    assert len(seen) > 3, "the label-only share must change from epoch to epoch"
-    cfg = load_config(overrides=["train.label_only_fraction=0"])
-    with pytest.raises(ValueError, match="label_only_fraction"):
-        fit(cfg, "/nonexistent-run-dir")
-
-
-@pytest.mark.slow
-def test_flips_and_intensity_augmentation_train_reproducibly(phantom, tmp_path):
-    """The new augmentations draw from the seeded generator: same seed, same weights."""
-    aug = {"augment.flip_lr": 0.5, "augment.flip_ud": 0.5, "augment.intensity": 0.5}
-    cfg = tiny_config([phantom], tmp_path / "cache", **{"train.epochs": 1}, **aug)
-    a = fit(cfg, tmp_path / "a", progress=False)
-    b = fit(cfg, tmp_path / "b", progress=False)
-    plain = fit(
-        tiny_config([phantom], tmp_path / "cache", **{"train.epochs": 1}),
-        tmp_path / "c",
-        progress=False,
-    )
-    assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
-    assert a.history[0]["train_loss"] != plain.history[0]["train_loss"]
