@@ -4,7 +4,8 @@
 # compute): bisect (why the compiled step gave NaN weights), missing (the grid rows the first
 # session's time limit cut), fit (the real training loop), grid (the full throughput grid),
 # demo (the README's main job). Default: "bisect missing fit".
-# Wheels for packages missing on the machine (smp, nibabel, pydicom) may sit in .whl/.
+# Wheels for packages missing on the machine (pydantic, pooch, monai, nibabel, pydicom, smp) may
+# sit in .whl/.
 set -uo pipefail
 OUT=${OUT:-gpu-results}
 STEPS=${STEPS:-bisect missing fit}
