@@ -55,7 +55,7 @@ def write_report(m: dict, path: Path) -> None:
 
     def ci_s(key: str) -> str:
         v = ci.get(key)
-        return f"[{v[0]:.4f}, {v[1]:.4f}]" if v else "n/a"
+        return f"[{fmt(v[0], 1, 4)}, {fmt(v[1], 1, 4)}]" if v else "n/a"
 
     text = f"""# Evaluation report
 
