@@ -42,6 +42,7 @@ def test_nifti_mask_keeps_the_input_geometry(tmp_path):
     assert len(table) == stored.shape[2] and table["infected_px"].sum() == mask.sum()
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_dicom_series_mask_lands_on_the_right_voxels(real_data, tmp_path):
     series = real_data / "covid-ct-md" / "P001"
