@@ -81,6 +81,12 @@ def test_a_wrong_type_names_the_file_the_key_and_the_type(tmp_path):
         ("train.epochs=3.0", r"config\.train\.epochs: expected int, got 3\.0"),
         ("optim.lr=true", r"config\.optim\.lr: expected float, got True"),
         ("data.skip_bad=1", r"config\.data\.skip_bad: expected bool, got 1"),
+        # the dataclass sections (preprocess, model) read by the same rules
+        ("model.width_mult=true", r"config\.model\.width_mult: expected float, got True"),
+        ("preprocess.size=64.0", r"config\.preprocess\.size: expected int, got 64\.0"),
+        ("preprocess.normalise=1", r"config\.preprocess\.normalise: expected bool, got 1"),
+        ("preprocess.kernel=true", r"config\.preprocess\.kernel: expected int, got True"),
+        ("model.widths=[8,true]", r"config\.model\.widths: expected int, got \[8, True\]"),
     ],
 )
 def test_a_boolean_is_no_number_and_a_number_no_boolean(override, message):

@@ -57,6 +57,9 @@ def _input_error(cls: type, err: ValidationError, where: str) -> InputError:
             if x["type"] in _UNKNOWN and list(x["loc"][:-1]) == path
         )
         return InputError(at, f"unknown key(s) {unknown}; valid: {list(fields_of(section))}")
+    if e["type"] == "strict_scalar":  # a dataclass section's scalar of the wrong kind
+        ctx = e["ctx"]
+        return InputError(f"{at}.{ctx['key']}", f"expected {ctx['expected']}, got {ctx['got']!r}")
     if e["type"] in ("value_error", "assertion_error"):  # our checks: they name the key
         return InputError(at, str(e.get("ctx", {}).get("error", e["msg"])))
     at, got = ".".join([where, *keys]), e.get("input")

@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ..data.preprocess import PreprocessConfig
 from ..data.sources import absolute_source
@@ -75,6 +76,42 @@ Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Float = Annotated[float, Strict(), BeforeValidator(_yaml_float)]
 Share = Annotated[Float, _share()]
+
+
+_SCALARS = {bool: "bool", int: "int", float: "float"}
+
+
+def _wrong_scalar(value: Any, tp: Any) -> str | None:
+    """What ``tp`` expects where ``value`` is a scalar of the wrong kind (None where it fits):
+    a boolean is no number, a number no boolean, a float no int; text is left to pydantic."""
+    args = [t for t in (typing.get_args(tp) or (tp,)) if t is not type(None)]
+    if typing.get_origin(tp) is tuple:
+        items = value if isinstance(value, list | tuple) else ()
+        return next((w for v in items if (w := _wrong_scalar(v, args[0])) is not None), None)
+    kinds = [t for t in args if t in _SCALARS]
+    if not kinds or value is None or isinstance(value, str):
+        return None
+    fits = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+    }
+    return None if any(fits[t] for t in kinds) else _SCALARS[kinds[0]]
+
+
+def _strict_section(cls: type, d: Any) -> Any:
+    """Read a dataclass section (preprocess, model) with the scalar rules of the others."""
+    if isinstance(d, dict):
+        hints = typing.get_type_hints(cls)
+        for key, value in d.items():
+            expected = _wrong_scalar(value, hints[key]) if key in hints else None
+            if expected is not None:
+                raise PydanticCustomError(
+                    "strict_scalar",
+                    "expected {expected}, got {got}",
+                    {"key": key, "expected": expected, "got": value},
+                )
+    return d
 
 
 def fields_of(cls: type) -> dict[str, Any]:
@@ -254,6 +291,11 @@ class RunConfig(BaseModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("preprocess", "model", mode="before")
+    @classmethod
+    def _strict_scalars(cls, d: Any, info: ValidationInfo) -> Any:
+        return _strict_section(fields_of(cls)[info.field_name], d)
 
     @model_validator(mode="before")
     @classmethod
