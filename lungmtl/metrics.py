@@ -10,8 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-from skimage.metrics import structural_similarity
-from sklearn.metrics import confusion_matrix, f1_score, matthews_corrcoef, roc_auc_score
 
 from .errors import InputError
 
@@ -118,6 +116,8 @@ def ssim(pred: Any, true: Any) -> float:
     Returns:
         SSIM in [-1, 1].
     """
+    from skimage.metrics import structural_similarity  # here: importing metrics stays light
+
     p, t = _pair(pred, true, "ssim")
     if p.ndim != 2:
         raise InputError("ssim", f"expects one 2-D slice, got shape {p.shape}")
@@ -304,6 +304,8 @@ def classification_metrics(
         f1, mcc (floats, or ``None`` where undefined, see the module notes) and confusion
         ``[[tn, fp], [fn, tp]]`` (ints).
     """
+    from sklearn.metrics import confusion_matrix, f1_score, matthews_corrcoef, roc_auc_score
+
     where = "classification_metrics"
     y, p = _np(y_true).reshape(-1), _np(p_infected).astype(np.float64).reshape(-1)
     if y.shape != p.shape:

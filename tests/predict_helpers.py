@@ -41,16 +41,11 @@ class BrightIsInfected(nn.Module):
         return MultiTaskOutput(seg, torch.stack([-score, score], dim=1))
 
 
-def _bright_predictor(size: int = 64) -> Predictor:
+def bright_predictor(size: int = 64) -> Predictor:
     return Predictor(BrightIsInfected(), PreprocessConfig(size=size), torch.device("cpu"), "fake")
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
-
-
-def _phantom_nifti(path, n_slices=8, size=96):
+def phantom_nifti(path, n_slices=8, size=96):
     """A phantom stored in a non-canonical voxel order (x, y, z with flips), with a bright marker
     in one corner so that any flip of the mask would be visible."""
     hu = make_phantom_volume(3, n_slices, size).hu.copy()  # (z, rows=A->P, cols=R->L)
@@ -65,7 +60,7 @@ def _phantom_nifti(path, n_slices=8, size=96):
     return stored, affine
 
 
-def _bad_inputs(tmp_path):
+def bad_inputs(tmp_path):
     photo = tmp_path / "holiday.png"
     rgb = np.zeros((64, 64, 3), np.uint8)
     rgb[..., 0], rgb[..., 2] = 220, 30  # saturated colour: no CT looks like this
@@ -79,17 +74,17 @@ def _bad_inputs(tmp_path):
     return photo, no_lung, broken
 
 
-def _rewrite_manifest(data, patient_rows):
+def rewrite_manifest(data, patient_rows):
     """Rewrite ``data/manifest.csv`` through ``patient_rows(table) -> table``."""
     table = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
     patient_rows(table).to_csv(data / "manifest.csv", index=False)
 
 
-def _expected_stack(data, patient, n):
+def expected_stack(data, patient, n):
     return np.stack([np.load(data / "images" / f"{patient}_z{k:03d}.npy") for k in range(n)])
 
 
-def _zero_affine_nifti(path):
+def zero_affine_nifti(path):
     img = nib.Nifti1Image(np.full((8, 8, 3), -1000.0, np.float32), np.eye(4))
     img.header.set_qform(None, code=0)
     img.header.set_sform(np.zeros((4, 4)), code=1)

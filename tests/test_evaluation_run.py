@@ -39,3 +39,22 @@ def test_evaluate_new_data_skips_and_reports_unreadable_slices(phantom, tmp_path
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert m["skipped_slices"] == 1 and m["n_slices"] == 11
     assert str(bad) in (tmp_path / "e" / "skipped.csv").read_text()
+
+
+@pytest.mark.slow
+def test_crf_and_lung_only_evaluations_run_and_change_only_the_masks(phantom, tmp_path):
+    """`evaluate --crf` / `--lung-only` post-process the masks: classification stays the same."""
+    from lungmtl.evaluation import evaluate
+
+    fit(
+        tiny_config([phantom], tmp_path / "c", **{"train.epochs": 1}),
+        tmp_path / "run",
+        progress=False,
+    )
+    plain = evaluate(tmp_path / "run", tmp_path / "plain", progress=False)
+    crf = evaluate(tmp_path / "run", tmp_path / "crf", progress=False, crf=True)
+    lung = evaluate(tmp_path / "run", tmp_path / "lung", progress=False, lung_only=True)
+    assert crf["crf"] is True and lung["lung_only"] is True and plain["crf"] is False
+    for m in (crf, lung):
+        assert m["n_slices"] == plain["n_slices"] and m["auc"] == plain["auc"]
+        assert (tmp_path / ("crf" if m is crf else "lung") / "report.md").exists()

@@ -65,6 +65,8 @@ def test_the_shipped_model_loads_by_name_with_its_checksum():
     ck = restored.meta
     assert ck["model_name"] == DEFAULT and "run_config" in ck and ck["scan_rule"]
     model = restored.model
+    assert checkpoint.read(DEFAULT)["model_name"] == DEFAULT  # read and load take a name too
+    assert type(checkpoint.load(DEFAULT)) is type(model)
     with torch.no_grad():
         out = model(torch.rand(1, 1, 128, 128))
     assert out.seg.shape == (1, 1, 128, 128) and out.cls.shape == (1, 2)

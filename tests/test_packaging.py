@@ -83,3 +83,40 @@ def test_a_wheel_ships_configs_viewer_sample_and_weights(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     subprocess.run([sys.executable, "-c", check], check=True, cwd=tmp_path, env=env)
+
+
+def test_every_lungmtl_import_resolves_including_those_inside_functions():
+    """Imports inside functions run only when their branch does: check each one names a real
+    module and name (a moved module once left ``from .crf import`` broken in evaluate --crf)."""
+    import ast
+    import importlib
+
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        package = ".".join(parts if parts[-1] == "__init__" else parts[:-1]).removesuffix(
+            ".__init__"
+        )
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                module = f"{base}.{node.module}" if node.module else base
+            elif (node.module or "").startswith("lungmtl"):
+                module = node.module
+            else:
+                continue
+            try:
+                mod = importlib.import_module(module)
+            except ImportError as e:
+                bad.append(f"{path}:{node.lineno}: {module} ({e})")
+                continue
+            for alias in node.names:
+                if hasattr(mod, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{module}.{alias.name}")
+                except ImportError:
+                    bad.append(f"{path}:{node.lineno}: {module} has no {alias.name}")
+    assert not bad, "\n".join(bad)

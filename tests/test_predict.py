@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from predict_helpers import (
     FAST,
-    _bad_inputs,
-    _bright_predictor,
-    _phantom_nifti,
-    _zero_affine_nifti,
+    bad_inputs,
+    bright_predictor,
     make_tiny_checkpoint,
+    phantom_nifti,
+    zero_affine_nifti,
 )
 
 from lungmtl.cli import main
@@ -29,8 +29,8 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def test_cli_predict_reports_every_case_and_fails_bad_ones(tiny_checkpoint, tmp_path, capsys):
-    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=5, size=64)
-    photo, no_lung, broken = _bad_inputs(tmp_path)
+    phantom_nifti(tmp_path / "scan.nii.gz", n_slices=5, size=64)
+    photo, no_lung, broken = bad_inputs(tmp_path)
     inputs = [tmp_path / "scan.nii.gz", photo, no_lung, broken, tmp_path / "missing.nii"]
     code = main(
         [
@@ -72,7 +72,7 @@ def test_cli_predict_reports_every_case_and_fails_bad_ones(tiny_checkpoint, tmp_
 
 
 def test_all_good_inputs_exit_zero(tiny_checkpoint, tmp_path, capsys):
-    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
     code = main(
         [
             "predict",
@@ -94,7 +94,7 @@ def test_all_good_inputs_exit_zero(tiny_checkpoint, tmp_path, capsys):
 
 def test_shards_split_the_inputs_and_resume_skips_finished_cases(tiny_checkpoint, tmp_path):
     for i in range(3):
-        _phantom_nifti(tmp_path / f"scan{i}.nii.gz", n_slices=4, size=64)
+        phantom_nifti(tmp_path / f"scan{i}.nii.gz", n_slices=4, size=64)
     inputs = [str(tmp_path / f"scan{i}.nii.gz") for i in range(3)]
     base = [
         "predict",
@@ -120,10 +120,10 @@ def test_shards_split_the_inputs_and_resume_skips_finished_cases(tiny_checkpoint
 
 
 def test_library_errors_and_crashes_fail_one_case_and_the_batch_goes_on(tmp_path, monkeypatch):
-    _zero_affine_nifti(tmp_path / "noaxes.nii.gz")
+    zero_affine_nifti(tmp_path / "noaxes.nii.gz")
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "huge.png")
-    _phantom_nifti(tmp_path / "crash.nii.gz", n_slices=4, size=64)
-    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    phantom_nifti(tmp_path / "crash.nii.gz", n_slices=4, size=64)
+    phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # huge.png: a "decompression bomb"
     from lungmtl.predict import outputs
 
@@ -138,7 +138,7 @@ def test_library_errors_and_crashes_fail_one_case_and_the_batch_goes_on(tmp_path
     inputs = [tmp_path / n for n in ("noaxes.nii.gz", "huge.png", "crash.nii.gz", "scan.nii.gz")]
     lines = []
     results = predict(
-        "unused", inputs, tmp_path / "out", FAST, predictor=_bright_predictor(), echo=lines.append
+        "unused", inputs, tmp_path / "out", FAST, predictor=bright_predictor(), echo=lines.append
     )
     assert [r.name for r in results] == ["noaxes", "huge", "crash", "scan"]
     assert [r.ok for r in results] == [False, False, False, True], [r.message for r in results]
@@ -153,24 +153,24 @@ def test_library_errors_and_crashes_fail_one_case_and_the_batch_goes_on(tmp_path
 
     monkeypatch.setattr(outputs, "write_mask_like", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        predict("unused", inputs[3:], tmp_path / "out2", FAST, predictor=_bright_predictor())
+        predict("unused", inputs[3:], tmp_path / "out2", FAST, predictor=bright_predictor())
 
 
 def test_resume_redoes_a_case_whose_summary_is_for_another_input(tmp_path):
     for p in ("a", "b"):
         (tmp_path / p).mkdir()
-        _phantom_nifti(tmp_path / p / "scan.nii.gz", n_slices=4, size=64)
+        phantom_nifti(tmp_path / p / "scan.nii.gz", n_slices=4, size=64)
     out = tmp_path / "out"
-    predict("unused", [tmp_path / "a" / "scan.nii.gz"], out, FAST, predictor=_bright_predictor())
+    predict("unused", [tmp_path / "a" / "scan.nii.gz"], out, FAST, predictor=bright_predictor())
     resume = PredictOptions(device="cpu", gradcam=0, report=False, resume=True)
     [r] = predict(
-        "unused", [tmp_path / "b" / "scan.nii.gz"], out, resume, predictor=_bright_predictor()
+        "unused", [tmp_path / "b" / "scan.nii.gz"], out, resume, predictor=bright_predictor()
     )
     assert r.ok and r.message != "done before"
     summary = json.loads((out / "scan" / "summary.json").read_text())
     assert summary["input"] == str((tmp_path / "b" / "scan.nii.gz").absolute())
     # The same input again: now it is done.
     [r] = predict(
-        "unused", [tmp_path / "b" / "scan.nii.gz"], out, resume, predictor=_bright_predictor()
+        "unused", [tmp_path / "b" / "scan.nii.gz"], out, resume, predictor=bright_predictor()
     )
     assert r.message == "done before"

@@ -9,7 +9,7 @@ import torch
 from predict_helpers import (
     FAST,
     BrightIsInfected,
-    _phantom_nifti,
+    phantom_nifti,
 )
 
 from lungmtl.data.manifest import read_manifest
@@ -20,7 +20,7 @@ from lungmtl.predict.case import MIN_NEIGHBOUR_CORRELATION, neighbour_correlatio
 
 
 def test_cropped_runs_paste_the_mask_back_into_the_lung_box(tmp_path):
-    stored, _ = _phantom_nifti(tmp_path / "scan.nii.gz")
+    stored, _ = phantom_nifti(tmp_path / "scan.nii.gz")
     predictor = Predictor(
         BrightIsInfected(), PreprocessConfig(size=64, crop="lungs"), torch.device("cpu"), "fake"
     )

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from predict_helpers import (
-    _phantom_nifti,
     make_tiny_checkpoint,
+    phantom_nifti,
 )
 
 from lungmtl.cli import main
@@ -26,7 +26,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.mark.slow
 def test_onnx_engine_gives_the_eager_results(tiny_checkpoint, tmp_path, capsys):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (lungmtl[export])")
-    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
     tables = {}
     for engine in ("torch", "onnx"):
         args = ["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "scan.nii.gz")]

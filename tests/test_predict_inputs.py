@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from predict_helpers import (
     FAST,
-    _bright_predictor,
-    _expected_stack,
-    _phantom_nifti,
-    _rewrite_manifest,
+    bright_predictor,
+    expected_stack,
+    phantom_nifti,
+    rewrite_manifest,
 )
 from torch import nn
 
@@ -34,10 +34,10 @@ def test_manifest_rows_of_one_nifti_volume_keep_its_geometry(tmp_path):
     z step doubled, instead of no volumes at all."""
     src = tmp_path / "src"
     src.mkdir()
-    _phantom_nifti(src / "scan.nii.gz")
+    phantom_nifti(src / "scan.nii.gz")
     rows = [f"scan.nii.gz,infected,p1,{k},{k}" for k in (2, 4, 6)]
     (src / "manifest.csv").write_text("image,label,patient,index,slice\n" + "\n".join(rows))
-    [r] = predict("unused", [src], tmp_path / "out", FAST, predictor=_bright_predictor())
+    [r] = predict("unused", [src], tmp_path / "out", FAST, predictor=bright_predictor())
     assert r.ok, r.message
     s = r.summary
     assert s["spacing_mm"] == pytest.approx([8.0, 1.1, 1.2])
@@ -47,7 +47,7 @@ def test_manifest_rows_of_one_nifti_volume_keep_its_geometry(tmp_path):
 
 def test_manifest_folder_one_case_per_patient(tmp_path):
     data = write_phantom_dataset(tmp_path / "data", n_patients=2, n_slices=4, size=64, seed=2)
-    results = predict("unused", [data], tmp_path / "out", FAST, predictor=_bright_predictor())
+    results = predict("unused", [data], tmp_path / "out", FAST, predictor=bright_predictor())
     assert [r.ok for r in results] == [True, True]
     assert {r.name for r in results} == {"phantom-00", "phantom-01"}
     for r in results:
@@ -129,12 +129,12 @@ def test_dicom_folders_with_mixed_series_or_missing_slices_fail(real_data, tmp_p
 def test_manifest_slices_stack_in_numeric_not_alphabetical_order(tmp_path):
     data = write_phantom_dataset(tmp_path / "data", n_patients=2, n_slices=12, size=48, seed=3)
     # Shuffle the rows: only the slice column may decide the order.
-    _rewrite_manifest(data, lambda t: t.sample(frac=1.0, random_state=0))
+    rewrite_manifest(data, lambda t: t.sample(frac=1.0, random_state=0))
     cases = list(iter_cases([data]))
     assert [c.name for c in cases] == ["phantom-00", "phantom-01"]
     for c in cases:
         assert c.slice_ids == [str(k) for k in range(12)]  # not 0, 1, 10, 11, 2, ...
-        np.testing.assert_array_equal(c.image.array, _expected_stack(data, c.name, 12))
+        np.testing.assert_array_equal(c.image.array, expected_stack(data, c.name, 12))
 
 
 def test_manifest_without_numeric_slice_ids_uses_natural_order(tmp_path):
@@ -150,10 +150,10 @@ def test_manifest_without_numeric_slice_ids_uses_natural_order(tmp_path):
             t.at[t.index[i], "image"] = new
         return t.sample(frac=1.0, random_state=1)
 
-    _rewrite_manifest(data, ids)
+    rewrite_manifest(data, ids)
     p0, p1 = list(iter_cases([data]))  # an empty or text slice id is no raw ValueError
     assert p0.slice_ids == [f"IM-{k}" for k in range(12)]
-    np.testing.assert_array_equal(p0.image.array, _expected_stack(data, "phantom-00", 12))
+    np.testing.assert_array_equal(p0.image.array, expected_stack(data, "phantom-00", 12))
     assert p1.slice_ids == [f"p1_{k}.npy" for k in range(12)]
     want = np.stack([np.load(data / "images" / f"p1_{k}.npy") for k in range(12)])
     np.testing.assert_array_equal(p1.image.array, want)
@@ -182,12 +182,12 @@ def test_manifest_slices_of_different_sizes_get_unknown_spacing(tmp_path):
 def test_same_names_in_different_shards_get_distinct_folders(tmp_path):
     for p in ("p1", "p2"):
         (tmp_path / p).mkdir()
-        _phantom_nifti(tmp_path / p / "CT.nii.gz", n_slices=4, size=64)
+        phantom_nifti(tmp_path / p / "CT.nii.gz", n_slices=4, size=64)
     inputs = [tmp_path / "p1" / "CT.nii.gz", tmp_path / "p2" / "CT.nii.gz"]
     out = tmp_path / "out"
     for k in range(2):
         opts = PredictOptions(device="cpu", gradcam=0, report=False, shard=(k, 2))
-        predict("unused", inputs, out, opts, predictor=_bright_predictor())
+        predict("unused", inputs, out, opts, predictor=bright_predictor())
     done = {p.parent.name: json.loads(p.read_text())["input"] for p in out.glob("*/summary.json")}
     assert done == {"CT": str(inputs[0].absolute()), "CT_2": str(inputs[1].absolute())}
 

@@ -9,18 +9,18 @@ import pydicom
 import pytest
 from predict_helpers import (
     FAST,
-    _bright_predictor,
-    _dice,
-    _phantom_nifti,
+    bright_predictor,
+    phantom_nifti,
 )
 
+from lungmtl.metrics import dice
 from lungmtl.predict import PredictOptions, predict
 
 
 def test_nifti_mask_keeps_the_input_geometry(tmp_path):
-    stored, affine = _phantom_nifti(tmp_path / "scan.nii.gz")
+    stored, affine = phantom_nifti(tmp_path / "scan.nii.gz")
     [r] = predict(
-        "unused", [tmp_path / "scan.nii.gz"], tmp_path / "out", FAST, predictor=_bright_predictor()
+        "unused", [tmp_path / "scan.nii.gz"], tmp_path / "out", FAST, predictor=bright_predictor()
     )
     assert r.ok, r.message
     out = nib.load(tmp_path / "out" / "scan" / "mask.nii.gz")
@@ -29,7 +29,7 @@ def test_nifti_mask_keeps_the_input_geometry(tmp_path):
     assert mask.shape == stored.shape
     # The stand-in model marks pre-processed intensities >= 0.4 (about -440 HU and above).
     truth = stored > -440
-    assert _dice(mask, truth) > 0.9
+    assert dice(mask, truth) > 0.9
     marker = stored == 300.0
     assert mask[marker].mean() > 0.8
     for axis in range(3):  # the test would notice a flipped mask
@@ -46,7 +46,7 @@ def test_nifti_mask_keeps_the_input_geometry(tmp_path):
 @pytest.mark.realdata
 def test_dicom_series_mask_lands_on_the_right_voxels(real_data, tmp_path):
     series = real_data / "covid-ct-md" / "P001"
-    [r] = predict("unused", [series], tmp_path / "out", FAST, predictor=_bright_predictor())
+    [r] = predict("unused", [series], tmp_path / "out", FAST, predictor=bright_predictor())
     assert r.ok, r.message
     img = nib.load(tmp_path / "out" / "P001" / "mask.nii.gz")
     mask = np.asarray(img.dataobj)
@@ -72,10 +72,10 @@ def test_dicom_series_mask_lands_on_the_right_voxels(real_data, tmp_path):
 
 
 def test_a_rerun_failing_halfway_leaves_no_summary_that_resume_would_trust(tmp_path, monkeypatch):
-    _phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
+    phantom_nifti(tmp_path / "scan.nii.gz", n_slices=4, size=64)
     out = tmp_path / "out"
     opts = PredictOptions(device="cpu", gradcam=0, report=True)
-    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, opts, predictor=_bright_predictor())
+    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, opts, predictor=bright_predictor())
     assert r.ok and (out / "scan" / "summary.json").exists()
     stamp = (out / "scan" / "mask.nii.gz").stat().st_mtime_ns
     from lungmtl.predict import report
@@ -84,13 +84,13 @@ def test_a_rerun_failing_halfway_leaves_no_summary_that_resume_would_trust(tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(report, "write_report", disk_full)  # after mask, slices, pictures
-    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, opts, predictor=_bright_predictor())
+    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, opts, predictor=bright_predictor())
     assert not r.ok and "No space left" in r.message
     assert not (out / "scan" / "summary.json").exists()  # the old one no longer vouches
     assert (out / "scan" / "mask.nii.gz").stat().st_mtime_ns == stamp  # nothing half-replaced
     assert sorted(p.name for p in (out / "scan").iterdir() if p.name.startswith(".")) == []
     monkeypatch.undo()
     resume = PredictOptions(device="cpu", gradcam=0, report=True, resume=True)
-    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, resume, predictor=_bright_predictor())
+    [r] = predict("unused", [tmp_path / "scan.nii.gz"], out, resume, predictor=bright_predictor())
     assert r.ok and r.message != "done before"
     assert (out / "scan" / "summary.json").exists() and (out / "scan" / "report.html").exists()

@@ -91,7 +91,7 @@ def evaluate(
     pred = slice_probabilities(model, tensors.image, dev, batch_size)
     pred = gate_masks(pred, ck.get("mask_gate"))
     if crf:
-        from .crf import crf_refine
+        from ..crf import crf_refine
 
         pred = pred._replace(seg_prob=crf_refine(pred.seg_prob, device=dev))
     if lung_only:

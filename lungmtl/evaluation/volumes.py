@@ -24,7 +24,9 @@ DEFAULT_TOLERANCE = 2.0
 def _pair(pred, true) -> tuple[np.ndarray, np.ndarray]:
     p, t = np.asarray(pred, dtype=bool), np.asarray(true, dtype=bool)
     if p.shape != t.shape:
-        raise InputError("volume_metrics", f"prediction {p.shape} does not match truth {t.shape}")
+        raise InputError(
+            "per-volume metrics", f"prediction {p.shape} does not match truth {t.shape}"
+        )
     return p, t
 
 

@@ -100,7 +100,7 @@ def write_case(
         write_mask_like(mask, case.image, stage / "mask.nii.gz")
         slices.to_csv(stage / "slices.csv", index=False)
         if opts.report:
-            pictures = {"overlays": report.overlay_sheet(case, mask, slices, stage)}
+            pictures = {"overlays": report.case_overlay_sheet(case, mask, slices, stage)}
             explained = outcome.top[: opts.gradcam] if opts.gradcam else []
             cams = report.gradcam_maps(predictor.model, pre.images, pre.boxes, explained)
             view = ViewerData.of(case, mask, outcome.lung, outcome.need, cams)

@@ -56,7 +56,7 @@ def pick_sheet_slices(infected_px: np.ndarray, n: int = SHEET_SLICES, top: int =
     return sorted(chosen)
 
 
-def overlay_sheet(case: Case, mask: np.ndarray, slices: pd.DataFrame, out_dir: Path) -> Path:
+def case_overlay_sheet(case: Case, mask: np.ndarray, slices: pd.DataFrame, out_dir: Path) -> Path:
     """``overlays.png``: chosen slices in the lung window with the predicted infection in red.
 
     Args:
@@ -76,8 +76,8 @@ def overlay_sheet(case: Case, mask: np.ndarray, slices: pd.DataFrame, out_dir: P
         ax.imshow(overlay_rgb(grey, mask[k], stretch=False), interpolation="nearest")
         r = slices.iloc[k]
         ax.set_title(
-            f"z={k} ({r['slice_id']})  P={r['p_infected']:.2f}\n"
-            f"{r['infected_percent_of_lung']:.1f}% of lung",
+            f"z={k} ({r['slice_id']})  P={fmt(r['p_infected'])}\n"
+            f"{fmt(r['infected_percent_of_lung'], digits=1)}% of lung",
             fontsize=8,
             parse_math=False,  # slice ids and names are user text: a "$" is not TeX
         )
@@ -211,7 +211,8 @@ def write_report(
         where = f"z={t['z']} ({e(str(t['slice_id']))})"
         if view is not None:
             where = f'<a href="#z={t["z"]}" data-goto="{t["z"]}">{where}</a>'
-        items.append(f"<li>{where}: P(infected) {t['p_infected']:.3f}, {t['infected_px']} px</li>")
+        p = fmt(t["p_infected"], digits=3)
+        items.append(f"<li>{where}: P(infected) {p}, {t['infected_px']} px</li>")
     top = "".join(items)
     warn = "".join(f"<li>{e(w)}</li>" for w in summary.get("warnings", []))
     if view is not None:
@@ -224,7 +225,7 @@ def write_report(
             for name, file in summary.get("pictures", {}).items()
         )
     table = slices.to_html(
-        index=False, float_format=lambda v: f"{v:.3f}", border=0, table_id="slice-table"
+        index=False, float_format=lambda v: fmt(v, digits=3), border=0, table_id="slice-table"
     )
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
