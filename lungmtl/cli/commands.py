@@ -87,10 +87,11 @@ def _train(args) -> int:
             file=sys.stderr,
         )
         return 130
-    print(
-        f"best epoch {r.best_epoch} ({cfg.train.select_metric} = {r.best_value:.4f}); "
-        f"run: {r.run_dir}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone validated and reports
+        print(
+            f"best epoch {r.best_epoch} ({cfg.train.select_metric} = {r.best_value:.4f}); "
+            f"run: {r.run_dir}"
+        )
     return 0
 
 

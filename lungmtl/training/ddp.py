@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -52,5 +53,8 @@ class Distributed:
         return box[0]
 
     def close(self) -> None:
+        """Leave the process group. The DDP wrapper and its pending gloo work are collected first:
+        freed only at interpreter shutdown, they can abort the process (SIGABRT) after training."""
         if self.owned:
+            gc.collect()
             dist.destroy_process_group()
