@@ -55,10 +55,8 @@ class PreprocessConfig:
             so HU input is left almost unchanged and 8-bit sources reach the same lung level.
         tissue_reference: target median intensity of the soft tissue outside the lungs (a
             second anchor that fixes the contrast); 0.75 is where soft tissue (about 40 HU)
-            falls in the default window. ``None`` scales by the lung level alone. The second
-            anchor matters: 8-bit sources were windowed differently, and with the lung anchor
-            alone the brightest tissue of a MosMed slice ends near 0.19 and of a HU slice near
-            0.96, a per-source contrast a classifier can learn instead of the disease.
+            falls in the default window. ``None`` scales by the lung level alone, which leaves
+            each 8-bit source its own contrast (docs/method.md, "Pre-processing").
         crop: "none" (the whole slice, as the paper) or "lungs": crop to a square box around
             the derived lungs before resizing (see :func:`lung_box`). The lungs then fill the
             model's input whatever the source's field of view (more pixels on the lesions, and
