@@ -88,8 +88,10 @@ def write_dicom(
     intercept: float = -1024.0,
     iop: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
     spacing: tuple[float, float] = (0.7, 0.8),
-) -> None:
-    """A minimal uncompressed CT slice (stored value = (HU - intercept) / slope)."""
+    **tags,
+) -> Path:
+    """A minimal uncompressed CT slice (stored value = (HU - intercept) / slope); ``tags`` set
+    further attributes after these (None deletes one)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -115,7 +117,14 @@ def write_dicom(
     ds.RescaleSlope = slope
     ds.RescaleIntercept = intercept
     ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for key, value in tags.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def dicom_series(folder: Path, zs: list[float], series: str = "1.2.3") -> list[np.ndarray]:
@@ -132,19 +141,15 @@ def dicom_series(folder: Path, zs: list[float], series: str = "1.2.3") -> list[n
 def write_small_dicom(
     path: Path, z: float, series: str, instance: int, patient: str = "PAT", orientation=None
 ) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.SeriesInstanceUID, ds.InstanceNumber = patient, series, instance
-    ds.ImagePositionPatient = [0, 0, z]
-    ds.ImageOrientationPatient = orientation or [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing, ds.Rows, ds.Columns = [1, 1], 4, 4
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    ds.PixelData = np.full((4, 4), 24 + instance, np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    """A 4x4 slice at (0, 0, z) whose value tells the instance apart."""
+    write_dicom(
+        path,
+        np.full((4, 4), 24 + instance, np.uint16),
+        z=z,
+        series=series,
+        instance=instance,
+        iop=tuple(orientation or (1, 0, 0, 0, 1, 0)),
+        spacing=(1, 1),
+        PatientID=patient,
+        ImagePositionPatient=[0, 0, z],
+    )

@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from data_helpers import write_dicom
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 import lungmtl.predict
 from lungmtl.cli import main
@@ -283,35 +282,12 @@ def test_an_out_file_that_is_a_folder_is_refused(tmp_path, capsys):
 
 
 def _dicom(path: Path, *, z: float = 0.0, instance: int = 1, **tags) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.SeriesInstanceUID = "1.2.3"
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [0.0, 0.0, z]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing = [0.7, 0.7]
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
-    ds.PixelData = np.full((8, 8), 1000, np.uint16).tobytes()
-    for key, value in tags.items():
-        if value is None:
-            delattr(ds, key)
-        else:
-            setattr(ds, key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """An 8x8 CT slice at (0, 0, z) of series 1.2.3; ``tags`` as in :func:`write_dicom`."""
+    tags = {"ImagePositionPatient": [0.0, 0.0, z], **tags}
+    pixels = np.full((8, 8), 1000, np.uint16)
+    return write_dicom(
+        path, pixels, z=z, series="1.2.3", instance=instance, spacing=(0.7, 0.7), **tags
+    )
 
 
 def _bad_dicoms(tmp_path: Path) -> dict[str, tuple[Path, str]]:
