@@ -30,7 +30,8 @@ from lungmtl.config import RunConfig, from_dict
 from lungmtl.data.build import build_from_config
 from lungmtl.data.dataset import SliceTensors
 from lungmtl.evaluation.select import recorded_rows
-from lungmtl.forward import gate_masks, slice_probabilities
+from lungmtl.forward import slice_probabilities
+from lungmtl.mask_rule import MaskRule
 from lungmtl.models import checkpoint
 from lungmtl.predict.rule import ScanRule
 
@@ -54,8 +55,8 @@ def slice_outputs(ckpt: Path, split: str) -> pd.DataFrame:
     else:
         rows = recorded_rows(ds.cache.table, path.parent / "split.csv", split)
     data = SliceTensors(ds.cache, rows)
-    pred = gate_masks(
-        slice_probabilities(model, data.image, torch.device("cpu"), 32), ck.get("mask_gate")
+    pred = MaskRule.of_checkpoint(ck).apply(
+        slice_probabilities(model, data.image, torch.device("cpu"), 32)
     )
     lungs = ds.cache.lungs[rows].astype(bool)
     frame = ds.cache.table.iloc[rows].reset_index(drop=True)

@@ -60,16 +60,3 @@ def slice_probabilities(
         ps.append(out.p_infected)
         segs.append(out.seg_prob)
     return SliceProbabilities(torch.cat(ps).numpy(), torch.cat(segs).numpy())
-
-
-def gate_masks(pred: SliceProbabilities, gate: float | None) -> SliceProbabilities:
-    """Zero the infection map of every slice the classifier calls healthy (P < ``gate``).
-
-    The two heads then agree: a slice is outlined only where it is called infected (figures in
-    docs/model-card.md). A shipped model carries its gate (checkpoint key ``mask_gate``); None
-    leaves the maps as they are.
-    """
-    if gate is None:
-        return pred
-    keep = (pred.p_infected >= gate).astype(pred.seg_prob.dtype)[:, None, None]
-    return pred._replace(seg_prob=pred.seg_prob * keep)

@@ -91,8 +91,14 @@ def dice_loss(
     eps: float = 1.0,
     from_logits: bool = True,
     reduction: str = "mean",
+    alpha: float = 0.5,
+    beta: float = 0.5,
 ) -> torch.Tensor:
     """Soft Dice loss per sample: 1 - (2|X∩Y| + eps) / (|X| + |Y| + eps).
+
+    With ``alpha``/``beta`` other than 0.5 it is the Tversky loss,
+    1 - (TP + eps/2) / (TP + alpha FP + beta FN + eps/2): ``beta`` > ``alpha`` weighs missed
+    infection above false outline, against under-segmenting extensive disease (0.5/0.5 is Dice).
 
     Sums run over the pixels of one sample, so each slice gets its own Dice (no batch pooling).
     With C > 1 the loss is averaged over the foreground classes 1..C-1.
@@ -128,16 +134,23 @@ def dice_loss(
         prob, tgt = prob[:, 1:], tgt[:, 1:]
     dims = (2, 3)
     inter = (prob * tgt).sum(dims)
-    denom = prob.sum(dims) + tgt.sum(dims)
-    dice = (2 * inter + eps) / (denom + eps)  # (N, C_fg)
+    if alpha == 0.5 and beta == 0.5:
+        denom = prob.sum(dims) + tgt.sum(dims)
+        dice = (2 * inter + eps) / (denom + eps)  # (N, C_fg)
+    else:
+        fp, fn = prob.sum(dims) - inter, tgt.sum(dims) - inter
+        dice = (inter + eps / 2) / (inter + alpha * fp + beta * fn + eps / 2)
     return _reduce(1 - dice.mean(dim=1), reduction, where)
 
 
-def seg_bce(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def seg_bce(
+    logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean", focal_gamma: float = 0.0
+) -> torch.Tensor:
     """Pixel-wise cross-entropy, averaged over the pixels of each sample.
 
     C == 1: binary cross-entropy with logits on a 0/1 mask. C > 1: categorical cross-entropy on
-    class indices (or one-hot / soft targets).
+    class indices (or one-hot / soft targets). ``focal_gamma`` > 0 makes it the focal loss
+    (each pixel weighted by (1 - p_true) ** gamma), so easy background stops dominating.
 
     Args:
         logits: (N,C,H,W) raw scores.
@@ -158,6 +171,8 @@ def seg_bce(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean")
     else:
         tgt = _one_hot_target(logits, target, where)
         pix = F.cross_entropy(logits, tgt, reduction="none")  # (N,H,W)
+    if focal_gamma:
+        pix = pix * (1 - torch.exp(-pix)).pow(focal_gamma)  # exp(-CE) is p of the true class
     return _reduce(pix.flatten(1).mean(dim=1), reduction, where)
 
 
@@ -208,6 +223,9 @@ class MultiTaskLoss(nn.Module):
         dice_weight: weight of soft Dice inside the segmentation term.
         bce_weight: weight of pixel BCE/CE inside the segmentation term.
         eps: Dice smoothing epsilon.
+        tversky_alpha, tversky_beta: false-positive and false-negative weights of the overlap
+            term (0.5 / 0.5: Dice; e.g. 0.3 / 0.7: Tversky, favouring recall).
+        focal_gamma: focusing exponent of the pixel term (0: plain BCE/CE).
     """
 
     def __init__(
@@ -217,6 +235,9 @@ class MultiTaskLoss(nn.Module):
         dice_weight: float = 1.0,
         bce_weight: float = 0.0,
         eps: float = 1.0,
+        tversky_alpha: float = 0.5,
+        tversky_beta: float = 0.5,
+        focal_gamma: float = 0.0,
     ):
         super().__init__()
         where = "loss config"
@@ -226,6 +247,9 @@ class MultiTaskLoss(nn.Module):
             "dice_weight": dice_weight,
             "bce_weight": bce_weight,
             "eps": eps,
+            "tversky_alpha": tversky_alpha,
+            "tversky_beta": tversky_beta,
+            "focal_gamma": focal_gamma,
         }
         for name, value in named.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -241,11 +265,17 @@ class MultiTaskLoss(nn.Module):
         self.dice_weight = float(dice_weight)
         self.bce_weight = float(bce_weight)
         self.eps = float(eps)
+        if tversky_alpha + tversky_beta == 0:
+            raise InputError(where, "tversky_alpha and tversky_beta are both 0: no overlap loss")
+        self.tversky_alpha = float(tversky_alpha)
+        self.tversky_beta = float(tversky_beta)
+        self.focal_gamma = float(focal_gamma)
 
     def extra_repr(self) -> str:
         return (
             f"seg_weight={self.seg_weight}, cls_weight={self.cls_weight}, "
-            f"dice_weight={self.dice_weight}, bce_weight={self.bce_weight}, eps={self.eps}"
+            f"dice_weight={self.dice_weight}, bce_weight={self.bce_weight}, eps={self.eps}, "
+            f"tversky=({self.tversky_alpha}, {self.tversky_beta}), focal_gamma={self.focal_gamma}"
         )
 
     def segmentation(
@@ -269,10 +299,17 @@ class MultiTaskLoss(nn.Module):
         per = seg_logits.new_zeros(seg_logits.shape[0], dtype=torch.float32)
         if self.dice_weight:
             per = per + self.dice_weight * dice_loss(
-                seg_logits, target, eps=self.eps, reduction="none"
+                seg_logits,
+                target,
+                eps=self.eps,
+                reduction="none",
+                alpha=self.tversky_alpha,
+                beta=self.tversky_beta,
             )
         if self.bce_weight:
-            per = per + self.bce_weight * seg_bce(seg_logits, target, reduction="none")
+            per = per + self.bce_weight * seg_bce(
+                seg_logits, target, reduction="none", focal_gamma=self.focal_gamma
+            )
         w = has_mask.to(per.dtype)
         return (per * w).sum() / w.sum().clamp_min(1.0)
 

@@ -48,7 +48,10 @@ _ALL = [
     Metric("nsd_infected_mean", "NSD infected vols (%)"),
     Metric("infected_share_mae", "MAE infected share of volume (pp)"),
     Metric("lung_pct_mae", "MAE infected % of lung (pp)", 1),
+    Metric("lung_pct_bias", "bias infected % of lung (pp)", 1),
+    Metric("lung_pct_r", "r % of lung", 1, 3),
     Metric("relative_volume_mae", "MAE relative volume (%)"),
+    Metric("n_relative", "n relative", 1, 0),
     Metric("dice", "Dice (%)"),
     Metric("nsd", "NSD (%)"),
     Metric("true_share", "true infected (% of volume)"),
@@ -56,6 +59,10 @@ _ALL = [
     Metric("true_lung_pct", "true (% of lung)", 1),
     Metric("pred_lung_pct", "predicted (% of lung)", 1),
     Metric("relative_error", "relative volume error (%)"),
+    # per scan, as experiment tables carry them (metrics.json per_volume, renamed)
+    Metric("scan_dice", "per-scan Dice (%)"),
+    Metric("scan_nsd", "per-scan NSD (%)"),
+    Metric("n_scans", "scans", 1, 0),
 ]
 #: Every metric a table can show, by metrics.json key.
 METRICS: dict[str, Metric] = {m.key: m for m in _ALL}
@@ -83,7 +90,10 @@ VOLUME_COLUMNS = columns(
     "nsd_infected_mean",
     "infected_share_mae",
     "lung_pct_mae",
+    "lung_pct_bias",
+    "lung_pct_r",
     "relative_volume_mae",
+    "n_relative",
     dice_mean="Dice mean (%)",
     dice_infected_mean="Dice infected vols (%)",
 )
@@ -179,6 +189,48 @@ def roc_png(y_true: np.ndarray, p: np.ndarray, path: Path, auc: float | None) ->
     return path
 
 
+def burden_scatter_png(rows: list[dict], path: Path) -> Path:
+    """Infected % of lung per scan: predicted vs true (coloured by source) and Bland-Altman
+    (pred - true against their mean, with bias and 95% limits of agreement)."""
+    rows = [r for r in rows if r.get("true_lung_pct") is not None]
+    t = np.array([r["true_lung_pct"] for r in rows], float)
+    p = np.array([r["pred_lung_pct"] for r in rows], float)
+    src = [str(r.get("source", "")) for r in rows]
+    fig, (ax, ba) = plt.subplots(1, 2, figsize=(8.4, 3.8), dpi=120)
+    for i, s in enumerate(sorted(set(src))):
+        on = np.array([x == s for x in src])
+        c = f"C{i % 10}"
+        ax.scatter(t[on], p[on], s=18, color=c, label=s)
+        ba.scatter(((t + p) / 2)[on], (p - t)[on], s=18, color=c)
+    top = max(float(np.max(np.r_[t, p], initial=0)), 1.0) * 1.05
+    ax.plot([0, top], [0, top], "k--", lw=0.8)
+    ax.set_xlim(-0.02 * top, top)  # points at 0 stay whole
+    ax.set_ylim(-0.02 * top, top)
+    ax.set_xlabel("true infected (% of lung)")
+    ax.set_ylabel("predicted infected (% of lung)")
+    ax.set_title("burden per scan")
+    if src:
+        ax.legend(fontsize=7, loc="upper left")
+    d = p - t
+    if len(d):
+        bias = float(d.mean())
+        ba.axhline(bias, color="k", lw=1, label=f"bias {bias:.2f}")
+        if len(d) >= 2:
+            sd = float(d.std(ddof=1))
+            for k in (-1.96, 1.96):
+                ba.axhline(bias + k * sd, color="k", ls="--", lw=0.8)
+            ba.plot([], [], "k--", lw=0.8, label=f"LoA ±{1.96 * sd:.2f}")
+        ba.legend(fontsize=7)
+    ba.axhline(0, color="grey", lw=0.5)
+    ba.set_xlabel("mean of true and predicted (% of lung)")
+    ba.set_ylabel("predicted - true (pp)")
+    ba.set_title("Bland-Altman")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def overlay_rgb(
     image: np.ndarray,
     mask: np.ndarray | None,
@@ -222,6 +274,29 @@ def overlay_sheet(cases: list[dict], path: Path, title: str = "") -> Path:
     return path
 
 
+def burden_text(pv: dict) -> str:
+    """One paragraph on the infected burden of the ``per_volume`` block: agreement in % of lung,
+    relative error over the scans it is defined for, and mL where the spacing is known."""
+    loa = pv.get("lung_pct_loa")
+    loa_s = f"[{fmt(loa[0])}, {fmt(loa[1])}] pp" if loa else "n/a"
+    ml = (
+        f"MAE {fmt(pv.get('ml_mae'))} mL."
+        if pv.get("ml_mae") is not None
+        else f"Volumes in mL: {pv.get('ml', 'unknown spacing')}."
+    )
+    return (
+        "Infected burden (% of lung, per scan): "
+        f"Pearson r {fmt(pv.get('lung_pct_r'), 1, 3)}, "
+        f"Spearman {fmt(pv.get('lung_pct_spearman'), 1, 3)}; "
+        f"bias (pred - true) {fmt(pv.get('lung_pct_bias'))} pp, "
+        f"95% limits of agreement {loa_s}; MAE {fmt(pv.get('lung_pct_mae'))} pp. "
+        f"Relative volume error over {pv.get('n_relative', 0)} scan(s), "
+        f"{pv.get('relative_rule', 'n/a')}: "
+        f"MAE {fmt(pv.get('relative_volume_mae'), 100)} %, "
+        f"bias {fmt(pv.get('relative_volume_bias'), 100)} %. {ml}"
+    )
+
+
 def volume_section(pv: dict) -> str:
     """Markdown for the ``per_volume`` block: a summary per source, then one row per volume."""
     if not pv or not pv.get("n_volumes"):
@@ -243,6 +318,8 @@ def volume_section(pv: dict) -> str:
         f"{pv['n_empty_truth']} volume(s) hold no infection (Dice/NSD 1 when none is predicted); "
         "'infected vols' leaves them out. pp = percentage points.\n\n"
         + markdown_table(summary, VOLUME_COLUMNS)
+        + "\n\n"
+        + burden_text(pv)
         + "\n\nPer volume (n = slices):\n\n"
         + markdown_table(rows, VOLUME_ROW_COLUMNS)
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from lungmtl.config import comparable
+from lungmtl.mask_rule import MaskRule
 from lungmtl.models import checkpoint
 from lungmtl.models.ensemble import Ensemble
 from lungmtl.models.shipped import sha256
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scan-rule", type=Path, help="JSON of the ScanRule chosen on validation")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--mask-gate", type=float, help="masks only on slices with P(infected) >= this")
+    ap.add_argument("--mask-rule", type=Path, help="JSON of the MaskRule chosen on validation")
     args = ap.parse_args(argv)
 
     restored = [checkpoint.restore(r) for r in args.runs]
@@ -52,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     # Slices are matched by source, patient, file name and index: no local paths in the file.
     held_out["image"] = held_out["image"].map(lambda p: Path(p).name)
     model = Ensemble([r.model for r in restored], args.flips)
+    mask_rule = (
+        MaskRule.from_dict(json.loads(args.mask_rule.read_text())).to_dict()
+        if args.mask_rule
+        else None
+    )
     rule = ScanRule.from_dict(json.loads(args.scan_rule.read_text())) if args.scan_rule else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs=[int(ck.get("epoch", -1)) + 1 for ck in cks],
         model_name=args.name,
         mask_gate=args.mask_gate,
+        mask_rule=mask_rule,
         scan_rule=None if rule is None else rule.to_dict(),
         split_record=held_out.to_dict(orient="list"),
     )

@@ -65,3 +65,32 @@ def test_intensity_augmentation_is_seeded_and_changes_only_intensities():
     assert (a - x).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # every slice changed
     off = random_intensity(x, p=0.0, noise=0.0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(off, x)
+
+
+def test_appearance_augmentation_is_seeded_off_by_default_and_keeps_the_range():
+    from lungmtl.data.augment import random_appearance
+
+    x = torch.rand(4, 1, 32, 32) * 0.8 + 0.1
+    assert random_appearance(x, generator=torch.Generator().manual_seed(0)) is x
+    kw = {"lowres": 1.0, "jpeg": 1.0, "clahe": 1.0}
+    a = random_appearance(x, **kw, generator=torch.Generator().manual_seed(1))
+    b = random_appearance(x, **kw, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape and torch.isfinite(a).all()
+    assert (a - x).abs().amax(dim=(1, 2, 3)).min() > 1e-2  # every slice changed
+    assert a.min() >= x.min() - 0.05 and a.max() <= x.max() + 0.05  # same intensity range
+
+
+def test_each_appearance_change_alone():
+    from lungmtl.data.augment import random_appearance
+
+    g = torch.Generator
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., ::2] = 1.0  # stripes one pixel wide: lost at a coarser resolution
+    low = random_appearance(x, lowres=1.0, scale=(0.5, 0.5), generator=g().manual_seed(0))
+    assert low.std() < 0.2 * x.std()
+    ramp = torch.linspace(0, 1, 32).repeat(32, 1)[None, None] ** 3  # a dark image
+    eq = random_appearance(ramp, clahe=1.0, generator=g().manual_seed(0))
+    assert eq.mean() > ramp.mean() + 0.05  # equalisation brightens a dark histogram
+    noisy = ramp + 0.05 * torch.randn(ramp.shape, generator=g().manual_seed(1))
+    jp = random_appearance(noisy, jpeg=1.0, quality=(10, 10), generator=g().manual_seed(0))
+    assert 0 < (jp - noisy).abs().mean() < 0.1  # lossy, but the same picture

@@ -9,12 +9,15 @@ import pandas as pd
 import pytest
 
 from lungmtl.evaluation.volumes import (
+    MIN_BURDEN_PCT,
     per_volume_block,
     slice_order,
+    summarize,
     surface_dice,
     volume_dice,
     volume_error,
 )
+from lungmtl.presentation import burden_scatter_png, volume_section
 
 
 def cube(offset: int = 0, axis: int = 2, shape=(12, 24, 24)) -> np.ndarray:
@@ -107,6 +110,103 @@ def test_per_volume_block_stacks_patients_in_slice_order_and_skips_short_ones():
     assert slice_order(frame.iloc[:12]).tolist() == np.argsort(order).tolist()
 
 
+def burden_row(true: int, pred: int, lung: int | None = 1000, source: str = "s") -> dict:
+    """A per-volume row of known voxel counts in a 10000-voxel volume (Dice/NSD dummies)."""
+    flat = np.zeros(10000, bool)
+    t, p, lung_mask = flat.copy(), flat.copy(), flat.copy()
+    t[:true], p[:pred] = True, True
+    lung_mask[: lung or 0] = True
+    e = volume_error(p, t, lung_mask if lung else None, voxel_ml=0.5)
+    return {"source": source, "patient": f"{true}-{pred}", "dice": 1.0, "nsd": 1.0, **e}
+
+
+def test_a_near_healthy_scan_stays_out_of_the_relative_error_only():
+    """6 true voxels of 1000 lung (0.6 %) enter; 4 of 1000 (0.4 %, +42700 %) do not; the
+    healthy scan has no relative error at all. Dice/NSD and lung % keep every volume."""
+    rows = [
+        burden_row(100, 150),  # +50 %
+        burden_row(200, 100),  # -50 %
+        burden_row(6, 9),  # 0.6 % of lung: +50 %
+        burden_row(4, 1712),  # 0.4 % of lung: left out
+        burden_row(0, 0),
+    ]
+    s = summarize(rows, n_boot=20)
+    assert s["n_volumes"] == 5 and s["n_relative"] == 3
+    assert s["relative_min_lung_pct"] == MIN_BURDEN_PCT == 0.5
+    assert s["relative_volume_mae"] == pytest.approx(0.5)
+    assert s["relative_volume_bias"] == pytest.approx((0.5 - 0.5 + 0.5) / 3)
+    assert "of the lung" in s["relative_rule"] and "voxels" not in s["relative_rule"]
+    # lung %: pred - true = 5, -10, 0.3, 170.8, 0 points
+    assert s["lung_pct_mae"] == pytest.approx((5 + 10 + 0.3 + 170.8 + 0) / 5)
+    assert s["lung_pct_bias"] == pytest.approx((5 - 10 + 0.3 + 170.8 + 0) / 5)
+    # without a lung mask the share of the volume's voxels decides: 60 of 10000 is 0.6 %
+    s = summarize([burden_row(60, 90, lung=None), burden_row(40, 400, lung=None)], n_boot=20)
+    assert s["n_relative"] == 1 and s["relative_volume_mae"] == pytest.approx(0.5)
+    assert "voxels (no lung mask known)" in s["relative_rule"] and s["lung_pct_mae"] is None
+
+
+def test_limits_of_agreement_and_correlation_by_hand():
+    """True 10, 20, 30 % of lung, predicted 11, 22, 33: differences 1, 2, 3, so bias 2, sd 1,
+    limits of agreement 2 ± 1.96 = [0.04, 3.96]; pred = 1.1 x true, so Pearson and Spearman 1.
+    mL at 0.5 mL a voxel: |1 x 10|, |2 x 10|, |3 x 10| voxels of difference x 0.5 = 5, 10, 15."""
+    rows = [burden_row(10 * k, 11 * k) for k in (10, 20, 30)]
+    s = summarize(rows, n_boot=20)
+    assert s["lung_pct_bias"] == pytest.approx(2.0)
+    assert s["lung_pct_loa"] == pytest.approx([0.04, 3.96])
+    assert s["lung_pct_r"] == pytest.approx(1.0) and s["lung_pct_spearman"] == pytest.approx(1.0)
+    assert s["lung_pct_mae"] == pytest.approx(2.0)
+    assert s["ml_mae"] == pytest.approx(10.0)
+    # Pearson by hand on a non-linear case: true 1, 2, 3, pred 1, 3, 2 gives r = 0.5
+    r = summarize([burden_row(10, 10), burden_row(20, 30), burden_row(30, 20)], n_boot=20)
+    assert r["lung_pct_r"] == pytest.approx(0.5)
+    # too few volumes or a constant side: undefined
+    two = summarize(rows[:2], n_boot=20)
+    assert two["lung_pct_loa"] is not None and two["lung_pct_r"] is None
+    assert summarize(rows[:1], n_boot=20)["lung_pct_loa"] is None
+    flat = summarize([burden_row(100, 50), burden_row(200, 50), burden_row(300, 50)], n_boot=20)
+    assert flat["lung_pct_r"] is None and flat["lung_pct_spearman"] is None
+
+
+def test_volumes_in_ml_only_with_a_known_voxel_volume():
+    t = np.zeros((2, 10, 10), bool)
+    t[0, :4] = True  # 40 voxels
+    p = np.zeros_like(t)
+    p[1, :6] = True  # 60 voxels
+    e = volume_error(p, t, voxel_ml=0.25)
+    assert e["true_ml"] == pytest.approx(10.0) and e["pred_ml"] == pytest.approx(15.0)
+    assert "true_ml" not in volume_error(p, t)
+    assert summarize([{**e, "dice": 0.0, "nsd": 0.0}], n_boot=10)["ml_mae"] == pytest.approx(5.0)
+    frame = pd.DataFrame(
+        {
+            "source": "s",
+            "patient": "a",
+            "slice": ["0", "1", "2"],
+            "has_mask": True,
+            "pos": [0, 1, 2],
+        }
+    )
+    vol = np.zeros((3, 8, 8), bool)
+    vol[:, 2:4, 2:4] = True
+    block = per_volume_block(frame, vol, vol, None, n_boot=10)
+    assert block["ml"] == "unknown spacing" and block["voxel_ml"] is None
+    assert block["ml_mae"] is None and "true_ml" not in block["volumes"][0]
+    block = per_volume_block(frame, vol, vol, None, n_boot=10, voxel_ml=0.002)
+    assert block["volumes"][0]["true_ml"] == pytest.approx(12 * 0.002)
+    assert block["ml_mae"] == pytest.approx(0.0) and "unknown" not in block["ml"]
+
+
+def test_burden_scatter_writes_a_png_and_the_section_states_the_agreement(tmp_path):
+    rows = [burden_row(10 * k, 11 * k, source=src) for k, src in ((10, "a"), (20, "b"), (30, "a"))]
+    path = burden_scatter_png(rows, tmp_path / "burden.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+    pv = {"rule": "r", "tolerance_px": 2.0, "ml": "unknown spacing", **summarize(rows, 10)}
+    pv["volumes"] = rows
+    text = volume_section(pv)
+    assert "Pearson r 1.000" in text and "bias (pred - true) 2.00 pp" in text
+    assert "[0.04, 3.96] pp" in text and "over 3 scan(s)" in text
+    assert "unknown spacing" not in text  # rows here carry mL
+
+
 @pytest.mark.slow
 def test_evaluate_writes_the_per_volume_block(tmp_path):
     from lungmtl.config import load_config
@@ -146,3 +246,6 @@ def test_evaluate_writes_the_per_volume_block(tmp_path):
     assert pv["n_empty_truth"] == sum(r["true_voxels"] == 0 for r in pv["volumes"]) > 0
     report = (tmp_path / "e" / "report.md").read_text()
     assert "## Per volume" in report and f"| {data.name}/phantom-00 | 4 |" in report
+    assert pv["ml"] == "unknown spacing" and pv["n_relative"] <= pv["n_volumes"]
+    assert "limits of agreement" in report and "![burden" in report
+    assert (tmp_path / "e" / "burden.png").stat().st_size > 0

@@ -88,6 +88,28 @@ def test_leave_one_source_out_plans_one_fold_per_source(tmp_path):
         plan(exp, tmp_path / "out", leave_one_source_out=True)
 
 
+def test_leave_one_source_out_can_name_the_sources_to_hold_out(tmp_path):
+    for name in ("alpha", "beta", "gamma"):
+        write_phantom_dataset(tmp_path / "d" / name, n_patients=2, n_slices=4, size=32)
+    base = tiny_base(tmp_path / "base.yaml", [tmp_path / "d"], tmp_path / "cache")
+    spec = write_yaml(
+        tmp_path / "l.yaml", base=base, runs=[{"name": "m"}], leave_one_source_out=["gamma"]
+    )
+    runs = plan(load_experiment(spec), tmp_path / "out")
+    assert [r.name for r in runs] == ["m-without-gamma-seed0"]
+    assert [Path(s).name for s in runs[0].cfg.data.sources] == ["alpha", "beta"]
+    assert runs[0].evals["eval"] == [str(tmp_path / "d" / "gamma")]
+    bad = write_yaml(
+        tmp_path / "b.yaml", base=base, runs=[{"name": "m"}], leave_one_source_out=["delta"]
+    )
+    with pytest.raises(InputError, match="delta"):
+        plan(load_experiment(bad), tmp_path / "out")
+    with pytest.raises(InputError, match="leave_one_source_out"):
+        load_experiment(
+            write_yaml(tmp_path / "c.yaml", base=base, runs=[{"name": "m"}], leave_one_source_out=3)
+        )
+
+
 def test_extra_evaluation_folders_must_have_distinct_names(tmp_path, phantom):
     base = tiny_base(tmp_path / "base.yaml", [phantom], tmp_path / "cache")
     spec = write_yaml(

@@ -136,3 +136,22 @@ def test_nothing_finished_yet(finished, tmp_path):
         (r.run_dir / "eval" / "metrics.json").unlink()
     assert summarise(exp, runs, tmp_path / "empty").empty
     assert "No finished runs yet." in (tmp_path / "empty" / "results.md").read_text()
+
+
+def test_per_scan_figures_reach_the_tables(finished):
+    """metrics.json ``per_volume`` (what leave-one-source-out selection reads) is tabulated."""
+    exp, runs, out = finished
+    summarise(exp, runs, out)
+    assert "Per scan" not in (out / "results.md").read_text()  # no per_volume block yet
+    for r, dice in zip(runs, (0.5, 0.7, 0.4, 0.6), strict=True):
+        f = r.run_dir / "eval" / "metrics.json"
+        m = json.loads(f.read_text())
+        m["per_volume"] = {"n_volumes": 3, "dice_mean": dice, "lung_pct_mae": 2.0 * dice}
+        f.write_text(json.dumps(m))
+    per_run, _ = collect(runs)
+    assert per_run["scan_dice"].tolist() == [0.5, 0.7, 0.4, 0.6]
+    assert per_run["scan_dice"].dtype == float and per_run["n_scans"].tolist() == [3] * 4
+    summarise(exp, runs, out)
+    md = (out / "results.md").read_text()
+    assert "## Per scan" in md
+    assert "| base | 2 | 4 | 3 ± 0 | 60.00 ± 14.14 | n/a | 1.20 ± 0.28 | n/a | n/a |" in md

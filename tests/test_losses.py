@@ -257,3 +257,51 @@ def test_dice_loss_bounded(seed: int, n: int, eps: float, scale: float):
     tgt = (torch.rand(n, 1, 5, 6, generator=g) > 0.5).float()
     per = dice_loss(logits, tgt, eps=eps, reduction="none")
     assert ((per >= -1e-6) & (per <= 1 + 1e-6)).all()
+
+
+def test_tversky_hand_worked_and_dice_at_one_half():
+    # prob = [1, 1, 0, 0], y = [1, 0, 1, 1]: TP 1, FP 1, FN 2; eps 0.
+    prob, tgt = _t([[1, 1, 0, 0]]), _t([[1, 0, 1, 1]])
+    dice = dice_loss(prob, tgt, eps=0.0, from_logits=False)
+    same = dice_loss(prob, tgt, eps=0.0, from_logits=False, alpha=0.5, beta=0.5)
+    assert dice.item() == pytest.approx(1 - 2 / 5) and same.item() == dice.item()
+    # Tversky 0.3 / 0.7: 1 / (1 + 0.3 * 1 + 0.7 * 2) = 1 / 2.7
+    tv = dice_loss(prob, tgt, eps=0.0, from_logits=False, alpha=0.3, beta=0.7)
+    assert tv.item() == pytest.approx(1 - 1 / 2.7)
+
+
+def test_tversky_with_beta_above_alpha_punishes_missed_infection_more():
+    tgt = _t([[1, 1, 1, 1, 0, 0, 0, 0]])
+    under = _t([[1, 1, 0, 0, 0, 0, 0, 0]])  # misses half the lesion
+    over = _t([[1, 1, 1, 1, 1, 1, 0, 0]])  # outlines half as much again
+    kw = {"eps": 0.0, "from_logits": False}
+    # beta > alpha: the half-missed lesion costs more than the half-again outline; swapped: less
+    tv_under = dice_loss(under, tgt, alpha=0.3, beta=0.7, **kw).item()
+    tv_over = dice_loss(over, tgt, alpha=0.3, beta=0.7, **kw).item()
+    assert tv_under > tv_over
+    assert (
+        dice_loss(under, tgt, alpha=0.7, beta=0.3, **kw).item()
+        < dice_loss(over, tgt, alpha=0.7, beta=0.3, **kw).item()
+    )
+
+
+def test_focal_term_down_weights_easy_pixels():
+    logits = torch.tensor([[4.0, 0.0]])[None, None]  # an easy and a hard pixel, both truly 1
+    tgt = torch.ones_like(logits)
+    plain = F.binary_cross_entropy_with_logits(logits, tgt, reduction="none")[0, 0, 0]
+    focal = seg_bce(logits, tgt, reduction="none", focal_gamma=2.0)
+    p = torch.sigmoid(logits)[0, 0, 0]
+    expected = (plain * (1 - p) ** 2).mean()
+    assert focal.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert seg_bce(logits, tgt, focal_gamma=0.0).item() == pytest.approx(plain.mean().item())
+
+
+def test_multitask_loss_takes_tversky_and_focal_and_refuses_no_overlap_term():
+    loss = MultiTaskLoss(bce_weight=1.0, tversky_alpha=0.3, tversky_beta=0.7, focal_gamma=2.0)
+    assert "tversky=(0.3, 0.7)" in repr(loss)
+    seg = torch.randn(2, 1, 8, 8, requires_grad=True)
+    out = loss(seg, torch.randn(2, 2), (torch.rand(2, 1, 8, 8) > 0.5).float(), torch.ones(2).long())
+    out.total.backward()
+    assert torch.isfinite(seg.grad).all() and seg.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="both 0"):
+        MultiTaskLoss(tversky_alpha=0.0, tversky_beta=0.0)

@@ -116,11 +116,12 @@ def test_models_lists_the_shipped_models(capsys):
 
 
 def test_mask_gate_clears_the_maps_of_slices_called_healthy():
-    from lungmtl.forward import SliceProbabilities, gate_masks
+    from lungmtl.forward import SliceProbabilities
+    from lungmtl.mask_rule import MaskRule
 
     pred = SliceProbabilities(
         np.array([0.2, 0.5, 0.9], np.float32), np.full((3, 4, 4), 0.8, np.float32)
     )
-    gated = gate_masks(pred, 0.5)
+    gated = MaskRule.of_checkpoint({"mask_gate": 0.5}).apply(pred)
     assert gated.seg_prob[0].max() == 0 and (gated.seg_prob[1:] == 0.8).all()
-    assert gate_masks(pred, None) is pred
+    assert MaskRule.of_checkpoint({}).apply(pred) is pred

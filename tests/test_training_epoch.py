@@ -65,3 +65,25 @@ def test_flips_and_intensity_augmentation_train_reproducibly(phantom, tmp_path):
     )
     assert a.history[0]["train_loss"] == b.history[0]["train_loss"]
     assert a.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def test_healthy_slices_without_masks_train_the_decoder_with_empty_masks(tmp_path):
+    """train.healthy_empty_masks: label-only healthy slices enter the segmentation term."""
+    import pandas as pd
+
+    from lungmtl.data.phantom import write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "d", n_patients=6, n_slices=4, size=64, seed=2)
+    manifest = pd.read_csv(data / "manifest.csv", dtype=str, keep_default_na=False)
+    manifest.loc[manifest["label"] == "healthy", ["mask", "mask_multiclass"]] = ""
+    manifest.to_csv(data / "manifest.csv", index=False)
+    runs = {}
+    for on in (False, True):
+        cfg = tiny_config(
+            [data],
+            tmp_path / "cache",
+            **{"train.epochs": 1, "augment.enabled": False, "train.healthy_empty_masks": on},
+        )
+        runs[on] = fit(cfg, tmp_path / f"r{on}", progress=False).history[0]
+    # the same seed and order: only the samples of the segmentation term differ
+    assert runs[True]["train_seg_loss"] != runs[False]["train_seg_loss"]

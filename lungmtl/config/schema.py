@@ -195,6 +195,9 @@ class LossConfig(_Section):
     dice_weight: Float = 1.0
     bce_weight: Float = 0.0
     eps: Float = 1.0
+    tversky_alpha: Float = 0.5
+    tversky_beta: Float = 0.5
+    focal_gamma: Float = 0.0
 
     @model_validator(mode="after")
     def _loss_checks(self) -> LossConfig:
@@ -222,7 +225,9 @@ class AugmentConfig(_Section):
     ``expand: 8``; the copies differ by their random augmentation). ``flip_lr`` / ``flip_ud``:
     probabilities of a left-right / up-down flip. ``intensity``: probability of each of the
     contrast, brightness, gamma, blur and noise changes of
-    :func:`lungmtl.data.augment.random_intensity` (0 = off, the paper).
+    :func:`lungmtl.data.augment.random_intensity` (0 = off, the paper). ``lowres``, ``jpeg``,
+    ``clahe``: probabilities of a coarser resolution, a JPEG round trip and CLAHE
+    (:func:`lungmtl.data.augment.random_appearance`), looks that differ between hospitals.
     """
 
     enabled: Bool = True
@@ -236,6 +241,9 @@ class AugmentConfig(_Section):
     flip_lr: Share = 0.0
     flip_ud: Share = 0.0
     intensity: Share = 0.0
+    lowres: Share = 0.0
+    jpeg: Share = 0.0
+    clahe: Share = 0.0
 
     @field_validator("zoom")
     @classmethod
@@ -263,6 +271,10 @@ class TrainConfig(_Section):
     included; the decay warms up as ``min(ema_decay, (1 + t) / (10 + t))``); validation,
     ``best.pt`` and early stopping then use the averaged weights, and ``last.pt`` keeps both
     for resuming. ``None`` trains without it (the paper).
+    ``healthy_empty_masks``: slices labelled healthy that have no mask (label-only sources)
+    train the segmentation head with an empty mask, since a healthy slice has no infection to
+    outline: the decoder then learns to stay silent on healthy lungs of more sources than the
+    masked ones (they are still drawn at ``label_only_fraction``).
     """
 
     epochs: Annotated[Int, _count(1)] = 100
@@ -277,6 +289,7 @@ class TrainConfig(_Section):
     seed: Int = 0
     label_only_fraction: Float = 1.0
     ema_decay: Float | None = None
+    healthy_empty_masks: Bool = False
 
 
 class RunConfig(BaseModel):

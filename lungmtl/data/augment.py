@@ -149,3 +149,71 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="replicate"), k[:, None, None, :], groups=n)
     y = F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), k[:, None, :, None], groups=n)
     return y.transpose(0, 1)
+
+
+def random_appearance(
+    image: torch.Tensor,
+    *,
+    lowres: float = 0.0,
+    jpeg: float = 0.0,
+    clahe: float = 0.0,
+    scale: tuple[float, float] = (0.4, 0.9),
+    quality: tuple[int, int] = (15, 75),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Export and scanner looks on (N,1,H,W) images, each with its own probability per slice.
+
+    ``lowres``: down-sample by a factor drawn from ``scale`` and back (coarser reconstruction,
+    thick slices' partial volume); ``jpeg``: a JPEG round trip at a quality drawn from
+    ``quality`` (PIL); ``clahe``: contrast-limited adaptive histogram equalisation
+    (scikit-image), which one source applied before publishing and the others did not. JPEG and
+    CLAHE run on the CPU (a slice of 128 px costs well under a millisecond and a few ms).
+    """
+    n, _, h, w = image.shape
+
+    def on(p: float) -> list[bool]:
+        return (torch.rand(n, generator=generator) < p).tolist()
+
+    use_low, use_jpeg, use_clahe = on(lowres), on(jpeg), on(clahe)
+    factors = (scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=generator)).tolist()
+    qualities = torch.randint(quality[0], quality[1] + 1, (n,), generator=generator).tolist()
+    limits = (0.005 + 0.025 * torch.rand(n, generator=generator)).tolist()
+    if not any(use_low + use_jpeg + use_clahe):
+        return image
+    out = image.clone()
+    for i in range(n):
+        x = out[i : i + 1]
+        if use_low[i]:
+            size = (max(8, round(h * factors[i])), max(8, round(w * factors[i])))
+            small = F.interpolate(x, size=size, mode="area")
+            x = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        if use_jpeg[i] or use_clahe[i]:
+            x = _via_8bit(
+                x, qualities[i] if use_jpeg[i] else None, limits[i] if use_clahe[i] else None
+            )
+        out[i : i + 1] = x
+    return out
+
+
+def _via_8bit(x: torch.Tensor, quality: int | None, clahe_limit: float | None) -> torch.Tensor:
+    """One slice (1,1,H,W) through an 8-bit export: CLAHE and/or a JPEG round trip, same range."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    a = x[0, 0].detach().float().cpu().numpy()
+    lo, hi = float(a.min()), float(a.max())
+    span = max(hi - lo, 1e-6)
+    u = (a - lo) / span
+    if clahe_limit is not None:
+        from skimage.exposure import equalize_adapthist
+
+        u = equalize_adapthist(u, clip_limit=clahe_limit)
+    if quality is not None:
+        buf = io.BytesIO()
+        Image.fromarray(np.round(u * 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        u = np.asarray(Image.open(buf), dtype=np.float32) / 255.0
+    back = torch.from_numpy(np.asarray(u, dtype=np.float32) * span + lo)
+    return back.to(x)[None, None]

@@ -49,6 +49,11 @@ def lesion_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def has_burden(pv: dict) -> bool:
+    """Whether the ``per_volume`` block holds a volume with a lung % (burden.png is drawn)."""
+    return any(r.get("true_lung_pct") is not None for r in (pv or {}).get("volumes", []))
+
+
 def write_report(m: dict, path: Path) -> None:
     rows = {"all": m, **{f"source: {s}": b for s, b in m["per_source"].items()}}
     ci = m["ci95"]
@@ -57,6 +62,11 @@ def write_report(m: dict, path: Path) -> None:
         v = ci.get(key)
         return f"[{fmt(v[0], 1, 4)}, {fmt(v[1], 1, 4)}]" if v else "n/a"
 
+    burden = (
+        "\n\n![burden: predicted vs true % of lung, Bland-Altman](burden.png)"
+        if has_burden(m["per_volume"])
+        else ""
+    )
     text = f"""# Evaluation report
 
 Checkpoint: `{m["checkpoint"]}`; data: {m["data"]}; threshold {m["threshold"]} on P(infected).
@@ -92,7 +102,7 @@ Confusion matrix ([[TN, FP], [FN, TP]]): {m["confusion"]}
 
 ## Per volume (per-scan Dice and normalised surface Dice, as segmentation benchmarks report)
 
-{volume_section(m["per_volume"])}
+{volume_section(m["per_volume"])}{burden}
 
 ![confusion](confusion.png) ![roc](roc.png)
 

@@ -14,7 +14,8 @@ from ..data.dataset import SliceTensors
 from ..device import prepare_model, resolve_device
 from ..errors import InputError
 from ..files import write_text
-from ..forward import gate_masks, slice_probabilities
+from ..forward import slice_probabilities
+from ..mask_rule import MaskRule
 from ..metrics import (
     THRESHOLD,
     SegmentationAccumulator,
@@ -23,6 +24,7 @@ from ..metrics import (
 from ..models import checkpoint
 from ..models.shipped import default_checkpoint
 from ..presentation import (
+    burden_scatter_png,
     confusion_png,
     roc_png,
 )
@@ -36,7 +38,7 @@ from .blocks import (
     restrict_to_lung,
     slice_truth,
 )
-from .report import overlays, write_report
+from .report import has_burden, overlays, write_report
 from .select import select_rows
 from .volumes import DEFAULT_TOLERANCE, per_volume_block
 
@@ -55,6 +57,7 @@ def evaluate(
     crf: bool = False,
     lung_only: bool = False,
     nsd_tolerance: float = DEFAULT_TOLERANCE,
+    mask_rule: MaskRule | None = None,
 ) -> dict:
     """Evaluate a checkpoint on ``data`` (never seen in training) or on its run's ``split``.
 
@@ -64,6 +67,9 @@ def evaluate(
     With ``lung_only`` the infection probability is zeroed outside the derived lung mask
     (dilated by 2 pixels, so pleural lesions survive): infection lies in the lung by definition,
     and the mask is computed from the image alone, as at inference time.
+
+    ``mask_rule`` decides which slices keep their map (default: the checkpoint's, see
+    :class:`lungmtl.mask_rule.MaskRule`).
 
     ``per_volume`` scores each patient's stack of masked slices (3 or more) as one volume: Dice,
     normalised surface Dice within ``nsd_tolerance`` pixels, and the infected volume's error
@@ -89,7 +95,8 @@ def evaluate(
     cache, rows = select_rows(checkpoint_path, ck, data, split, cfg, cache_dir, progress)
     tensors = SliceTensors(cache, rows)
     pred = slice_probabilities(model, tensors.image, dev, batch_size)
-    pred = gate_masks(pred, ck.get("mask_gate"))
+    mask_rule = MaskRule.of_checkpoint(ck) if mask_rule is None else mask_rule
+    pred = mask_rule.apply(pred)
     if crf:
         from ..crf import crf_refine
 
@@ -155,7 +162,7 @@ def evaluate(
     }
     metrics["threshold"] = THRESHOLD
     metrics["crf"] = bool(crf)
-    metrics["mask_gate"] = ck.get("mask_gate")
+    metrics["mask_rule"] = {**mask_rule.to_dict(), "text": mask_rule.describe()}
     metrics["lung_only"] = bool(lung_only)
     # Unreadable slices are skipped, not fatal, when evaluating new data: say how many, and which.
     skipped = skipped_report(cache)
@@ -196,6 +203,8 @@ def evaluate(
     confusion_png(metrics["confusion"], out / "confusion.png")
     roc_png(frame["y"].to_numpy(), pred.p_infected, out / "roc.png", metrics["auc"])
     overlays(frame, tensors, pred.seg_prob, masks, out / "overlays.png")
+    if has_burden(metrics["per_volume"]):
+        burden_scatter_png(metrics["per_volume"]["volumes"], out / "burden.png")
     write_report(metrics, out / "report.md")
     write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics

@@ -19,6 +19,9 @@ from ..stats import bootstrap_ci
 MIN_SLICES = 3
 #: NSD tolerance in pixels of the model's input grid.
 DEFAULT_TOLERANCE = 2.0
+#: Smallest true infection (percent of lung) whose relative volume error is averaged: below it
+#: a few true voxels make the ratio explode (6 true, 1712 predicted: +28433 %).
+MIN_BURDEN_PCT = 0.5
 
 
 def _pair(pred, true) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +79,14 @@ def surface_dice(pred, true, tolerance: float = DEFAULT_TOLERANCE, spacing=None)
     return float(nsd[0, 0])
 
 
-def volume_error(pred, true, lung=None) -> dict:
+def volume_error(pred, true, lung=None, voxel_ml: float | None = None) -> dict:
     """The infected volume a clinician reads, predicted against true.
 
     Returns voxel counts, the infected share of the volume (``true_share``, ``pred_share``),
     ``abs_error`` (|pred - true| voxels), ``relative_error`` ((pred - true) / true; None when
     the truth is empty) and, with a lung mask of the same shape holding any lung, the percent of
     lung infected (infected voxels / lung voxels x 100; ``true_lung_pct``, ``pred_lung_pct``).
+    With ``voxel_ml`` (mL of one voxel) also ``true_ml`` and ``pred_ml``.
     """
     p, t = _pair(pred, true)
     n_true, n_pred = int(t.sum()), int(p.sum())
@@ -106,15 +110,19 @@ def volume_error(pred, true, lung=None) -> dict:
                 true_lung_pct=100.0 * n_true / n_lung,
                 pred_lung_pct=100.0 * n_pred / n_lung,
             )
+    if voxel_ml is not None:
+        out.update(true_ml=n_true * float(voxel_ml), pred_ml=n_pred * float(voxel_ml))
     return out
 
 
-def score_volume(pred, true, lung=None, tolerance: float = DEFAULT_TOLERANCE) -> dict:
+def score_volume(
+    pred, true, lung=None, tolerance: float = DEFAULT_TOLERANCE, voxel_ml: float | None = None
+) -> dict:
     """Dice, NSD and :func:`volume_error` of one stacked volume."""
     return {
         "dice": volume_dice(pred, true),
         "nsd": surface_dice(pred, true, tolerance),
-        **volume_error(pred, true, lung),
+        **volume_error(pred, true, lung, voxel_ml),
     }
 
 
@@ -123,12 +131,38 @@ def _mean(values) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def summarize(rows: list[dict], n_boot: int = 1000) -> dict:
+def burden_pct(row: dict) -> float:
+    """A volume's true infection in percent of lung, or of its voxels where no lung is known."""
+    if row["true_lung_pct"] is not None:
+        return row["true_lung_pct"]
+    return 100.0 * row["true_share"] if row["true_share"] is not None else 0.0
+
+
+def agreement(true, pred) -> dict:
+    """Bias, Bland-Altman 95% limits of agreement (bias ± 1.96 sd, ddof 1; None below 2 pairs),
+    Pearson and Spearman r (None below 3 pairs or with a constant side) of pred against true."""
+    from scipy.stats import pearsonr, spearmanr
+
+    t, p = np.asarray(true, float), np.asarray(pred, float)
+    d = p - t
+    out: dict = {"bias": float(d.mean()) if len(d) else None, "loa": None, "r": None, "rho": None}
+    if len(d) >= 2:
+        sd = float(d.std(ddof=1))
+        out["loa"] = [out["bias"] - 1.96 * sd, out["bias"] + 1.96 * sd]
+    if len(d) >= 3 and np.ptp(t) > 0 and np.ptp(p) > 0:
+        out["r"] = float(pearsonr(t, p)[0])
+        out["rho"] = float(spearmanr(t, p)[0])
+    return out
+
+
+def summarize(rows: list[dict], n_boot: int = 1000, min_burden_pct: float = MIN_BURDEN_PCT) -> dict:
     """Means, medians and bootstrap 95% CIs over volumes (each volume one item) of per-volume
-    rows from :func:`score_volume`, plus the mean absolute errors of the infected volume.
+    rows from :func:`score_volume`, plus the errors of the infected burden.
 
     ``*_infected_mean`` leaves out volumes with an empty truth (a healthy scan scores 1 when
-    nothing is predicted): benchmark volumes all hold infection, so compare with those."""
+    nothing is predicted): benchmark volumes all hold infection, so compare with those.
+    Relative volume error averages only volumes with true infection >= ``min_burden_pct`` of
+    lung (of voxels where no lung is known): near-healthy scans blow the ratio up."""
     infected = [r for r in rows if r["true_voxels"]]
     out: dict = {"n_volumes": len(rows), "n_empty_truth": len(rows) - len(infected)}
     for key in ("dice", "nsd"):
@@ -138,16 +172,34 @@ def summarize(rows: list[dict], n_boot: int = 1000) -> dict:
         out[f"{key}_ci"] = list(bootstrap_ci(v, n_boot=n_boot)) if len(v) else None
         out[f"{key}_infected_mean"] = _mean([r[key] for r in infected])
     out["infected_share_mae"] = _mean([abs(r["pred_share"] - r["true_share"]) for r in rows])
-    out["lung_pct_mae"] = _mean(
-        [
-            abs(r["pred_lung_pct"] - r["true_lung_pct"])
-            for r in rows
-            if r["true_lung_pct"] is not None
-        ]
-    )
-    rel = [r["relative_error"] for r in rows if r["relative_error"] is not None]
+    lung = [r for r in rows if r["true_lung_pct"] is not None]
+    t = [r["true_lung_pct"] for r in lung]
+    p = [r["pred_lung_pct"] for r in lung]
+    agree = agreement(t, p)
+    out["lung_pct_mae"] = _mean([abs(b - a) for a, b in zip(t, p, strict=True)])
+    out["lung_pct_bias"] = agree["bias"]
+    out["lung_pct_loa"] = agree["loa"]
+    out["lung_pct_r"] = agree["r"]
+    out["lung_pct_spearman"] = agree["rho"]
+    ml = [r for r in rows if r.get("true_ml") is not None]
+    out["ml_mae"] = _mean([abs(r["pred_ml"] - r["true_ml"]) for r in ml])
+    rel = [
+        r["relative_error"]
+        for r in infected
+        if r["relative_error"] is not None and burden_pct(r) >= min_burden_pct
+    ]
     out["relative_volume_mae"] = _mean([abs(x) for x in rel])
     out["relative_volume_bias"] = _mean(rel)
+    out["relative_min_lung_pct"] = float(min_burden_pct)
+    out["n_relative"] = len(rel)
+    basis = "lung" if len(lung) == len(rows) else "voxels" if not lung else "lung or voxels"
+    out["relative_rule"] = {
+        "lung": f"volumes whose true infection is >= {min_burden_pct:g}% of the lung",
+        "voxels": f"volumes whose true infection is >= {min_burden_pct:g}% of the volume's "
+        "voxels (no lung mask known)",
+        "lung or voxels": f"volumes whose true infection is >= {min_burden_pct:g}% of the lung "
+        "(of the volume's voxels where no lung mask is known)",
+    }[basis]
     return out
 
 
@@ -160,6 +212,7 @@ def per_volume_block(
     tolerance: float = DEFAULT_TOLERANCE,
     min_slices: int = MIN_SLICES,
     n_boot: int = 1000,
+    voxel_ml: float | None = None,
 ) -> dict:
     """The ``per_volume`` block of metrics.json.
 
@@ -171,6 +224,8 @@ def per_volume_block(
         lungs: (N, S, S) lung masks, or None.
         tolerance: NSD tolerance in pixels.
         min_slices: fewest masked slices of a patient that make a volume.
+        voxel_ml: mL of one voxel of the stacked grid; None (resampled slices of unknown
+            spacing) leaves volumes in mL out.
     """
     rows = []
     masked = frame[frame["has_mask"].astype(bool)]
@@ -179,12 +234,14 @@ def per_volume_block(
             continue
         pos = part["pos"].to_numpy()[slice_order(part)]
         lung = None if lungs is None else np.asarray(lungs[pos])
-        s = score_volume(np.asarray(pred[pos]), np.asarray(masks[pos]), lung, tolerance)
+        s = score_volume(np.asarray(pred[pos]), np.asarray(masks[pos]), lung, tolerance, voxel_ml)
         rows.append({"source": source, "patient": patient, "n_slices": len(pos), **s})
     block = {
         "rule": f"patients with >= {min_slices} masked slices, stacked in slice order",
         "min_slices": min_slices,
         "tolerance_px": float(tolerance),
+        "voxel_ml": voxel_ml,
+        "ml": "unknown spacing" if voxel_ml is None else f"{voxel_ml:g} mL per voxel",
         **summarize(rows, n_boot),
     }
     block["per_source"] = {

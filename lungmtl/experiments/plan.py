@@ -126,9 +126,16 @@ def plan(
                 raise InputError(
                     exp.path, f"leave-one-source-out needs at least two sources, got {list(units)}"
                 )
+            held = list(units) if loso is True else list(loso)
+            unknown = sorted(set(held) - set(units))
+            if unknown:
+                raise InputError(
+                    exp.path,
+                    f"leave_one_source_out names {unknown}, not sources of the run; "
+                    f"sources: {list(units)}",
+                )
             folds = [
-                (name, [u for n, u in units.items() if n != name], [entry])
-                for name, entry in units.items()
+                (name, [u for n, u in units.items() if n != name], [units[name]]) for name in held
             ]
         for held_out, train_sources, test_data in folds:
             for seed in exp.seeds:

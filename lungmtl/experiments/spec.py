@@ -55,7 +55,7 @@ class Experiment:
     seeds: list[int]
     split_seeds: bool = False
     baseline: str | None = None
-    leave_one_source_out: bool = False
+    leave_one_source_out: bool | list[str] = False
     eval_split: str = "test"
     eval_data: list[str] = field(default_factory=list)
     eval_batch_size: int = 32
@@ -224,7 +224,7 @@ def load_experiment(
         seeds=seeds,
         split_seeds=bool(d.get("split_seeds", False)),
         baseline=None if baseline is None else str(baseline),
-        leave_one_source_out=bool(d.get("leave_one_source_out", False)),
+        leave_one_source_out=_loso(d.get("leave_one_source_out", False), path),
         eval_split=split,
         eval_data=data,
         eval_batch_size=int(ev.get("batch_size", 32)),
@@ -232,6 +232,19 @@ def load_experiment(
     for v in variants:  # fail now, not after hours of training the earlier variants
         run_config(exp, v, seeds[0])
     return exp
+
+
+def _loso(value, path: Path) -> bool | list[str]:
+    """``leave_one_source_out``: true (every source in turn), false, or the list of sources to
+    hold out in turn (e.g. the two with whole annotated scans, for recipe selection)."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise InputError(
+            path, f"leave_one_source_out: expected true, false or a list of sources, got {value!r}"
+        )
+    return [str(n) for n in names]
 
 
 def run_config(

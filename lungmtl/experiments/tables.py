@@ -21,8 +21,21 @@ from .spec import Experiment
 SEG_TABLE = columns("pixel_accuracy", "mse", "psnr", "ssim", "dice_mean", "dice_infected_mean")
 CLS_TABLE = columns("accuracy", "sensitivity", "specificity", "auc", "f1", "mcc")
 SOURCE_TABLE = columns("accuracy", "auc", "dice_mean", "dice_infected_mean")
-#: The CSV columns: classification, then segmentation in the registry's (Table 3) order.
-METRICS = CLS_KEYS + tuple(k for k in REGISTRY if k in SEG_KEYS)
+#: Whole scans (metrics.json ``per_volume``): what leave-one-source-out selection reads.
+SCAN_TABLE = columns(
+    "n_scans", "scan_dice", "scan_nsd", "lung_pct_mae", "lung_pct_bias", "relative_volume_mae"
+)
+#: ``per_volume`` key -> column of the per-scan table.
+SCAN_KEYS = {
+    "n_volumes": "n_scans",
+    "dice_mean": "scan_dice",
+    "nsd_mean": "scan_nsd",
+    "lung_pct_mae": "lung_pct_mae",
+    "lung_pct_bias": "lung_pct_bias",
+    "relative_volume_mae": "relative_volume_mae",
+}
+#: The CSV columns: classification, segmentation in the registry's (Table 3) order, per scan.
+METRICS = CLS_KEYS + tuple(k for k in REGISTRY if k in SEG_KEYS) + tuple(SCAN_KEYS.values())
 
 
 def _single_task(cfg: RunConfig) -> tuple[bool, bool]:
@@ -31,10 +44,12 @@ def _single_task(cfg: RunConfig) -> tuple[bool, bool]:
 
 
 def _keep(block: dict, cls_ok: bool, seg_ok: bool) -> dict:
+    scan = {SCAN_KEYS[k]: v for k, v in (block.get("per_volume") or {}).items() if k in SCAN_KEYS}
     return {
         k: block.get(k) if (k in CLS_KEYS and cls_ok) or (k in SEG_KEYS and seg_ok) else None
         for k in METRICS
-    }
+        if k not in scan
+    } | {k: v if seg_ok else None for k, v in scan.items()}
 
 
 def collect(runs: list[PlannedRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -304,6 +319,13 @@ def _markdown(
         _table(results, CLS_TABLE, first),
         "",
     ]
+    if results.get("scan_dice_mean", pd.Series(dtype=float)).notna().any():
+        parts += [
+            "## Per scan (patients with >= 3 masked slices, stacked)",
+            "",
+            _table(results, SCAN_TABLE, first),
+            "",
+        ]
     if not src.empty:
         parts += [
             "## Per source",

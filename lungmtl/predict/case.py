@@ -221,7 +221,7 @@ def postprocess_case(
             for k in top
         ],
         "crf": bool(opts.crf),
-        "mask_gate": predictor.mask_gate,
+        "mask_rule": predictor.mask_rule.describe(),
         "threshold": opts.threshold,
         "preprocess": {"size": cfg.size, "window": list(cfg.window), "enhance": list(cfg.enhance)},
         "device": str(predictor.device),

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ from ..config import RunConfig, from_dict
 from ..data.preprocess import PreprocessConfig
 from ..device import resolve_device
 from ..errors import InputError
-from ..forward import gate_masks, slice_probabilities
+from ..forward import slice_probabilities
+from ..mask_rule import MaskRule
 from ..models import MultiTaskOutput, checkpoint
 from .rule import ScanRule
 
@@ -29,7 +30,7 @@ class Predictor:
     runner: torch.nn.Module | None = None  # what runs the slices, where not ``model`` (ONNX)
     rule: ScanRule | None = None  # the scan rule the checkpoint carries (chosen on validation)
     model_name: str = ""
-    mask_gate: float | None = None  # masks only on slices with P(infected) >= this (checkpoint)
+    mask_rule: MaskRule = field(default_factory=lambda: MaskRule("none"))  # the checkpoint's
 
 
 def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predictor:
@@ -58,7 +59,7 @@ def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predict
         str(checkpoint_path),
         rule=rule,
         model_name=name,
-        mask_gate=ck.get("mask_gate"),
+        mask_rule=MaskRule.of_checkpoint(ck),
     )
 
 
@@ -75,7 +76,7 @@ def run_model(
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     model = predictor.runner or predictor.model
     pred = slice_probabilities(model, x, predictor.device, batch_size)
-    pred = gate_masks(pred, predictor.mask_gate)
+    pred = predictor.mask_rule.apply(pred)
     return pred.p_infected, pred.seg_prob
 
 

@@ -14,6 +14,7 @@ from ..config import RunConfig
 from ..data.augment import (
     apply_affine,
     random_affine_matrices,
+    random_appearance,
     random_flip_matrices,
     random_intensity,
     with_flips,
@@ -98,7 +99,7 @@ def train_epoch(
             mats = random_affine_matrices(
                 len(idx), rot90=a.rot90, shift=a.shift, zoom=a.zoom, shear=a.shear, generator=gen
             )
-            if a.intensity > 0:  # one seed per step: every micro-batch's draw, on any rank
+            if a.intensity > 0 or a.lowres or a.jpeg or a.clahe:  # one seed per step, any rank
                 iseed = int(torch.randint(2**62, (1,), generator=gen))
             if a.flip_lr > 0 or a.flip_ud > 0:
                 flips = random_flip_matrices(len(idx), lr=a.flip_lr, ud=a.flip_ud, generator=gen)
@@ -108,14 +109,21 @@ def train_epoch(
             c = ddp.rank * t.grad_accum + k
             part = slice(c * t.batch_size, (c + 1) * t.batch_size)
             b = train.batch(idx[part], device)
+            if t.healthy_empty_masks:  # a healthy slice's infection mask is known: empty
+                b = b._replace(has_mask=b.has_mask | (b.label == 0))
             x, m = b.image, b.mask
             if mats is not None:
                 m_in = m[:, None].float() if multiclass else m
                 x, m_in = apply_affine(x, m_in, mats[part].to(device))
                 m = m_in[:, 0].long() if multiclass else m_in
-                if a.intensity > 0:
+                if a.intensity > 0 or a.lowres or a.jpeg or a.clahe:
                     g = torch.Generator().manual_seed(iseed + c)
-                    x = random_intensity(x, p=a.intensity, generator=g)
+                    if a.lowres or a.jpeg or a.clahe:  # off: the draws of older recipes stay
+                        x = random_appearance(
+                            x, lowres=a.lowres, jpeg=a.jpeg, clahe=a.clahe, generator=g
+                        )
+                    if a.intensity > 0:
+                        x = random_intensity(x, p=a.intensity, generator=g)
             x = prepare_input(x, device)
             sync = k == t.grad_accum - 1 or not hasattr(step_model, "no_sync")
             with contextlib.nullcontext() if sync else step_model.no_sync(), autocast(device):
