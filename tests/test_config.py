@@ -145,7 +145,7 @@ def test_values_read_as_before_keep_the_cache_key_and_the_saved_config(tmp_path)
 
 def test_valid_keys_and_check_key():
     keys = valid_keys()
-    assert keys[0] == "data.sources" and keys[-1] == "train.ema_decay"
+    assert keys[0] == "data.sources" and keys[-1] == "train.healthy_empty_masks"
     assert {"model.name", "preprocess.size", "loss.eps", "augment.zoom"} <= set(keys)
     assert check_key("train.seed", "x.yaml") == "train.seed"
     with pytest.raises(

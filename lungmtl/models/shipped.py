@@ -15,7 +15,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 @dataclass(frozen=True)
 class ShippedModel:
     """One shipped model: its file under ``lungmtl/weights``, checksum and headline figures
-    (test split of ../shared/data, see docs/model-card.md)."""
+    (test split of ../shared/data, see docs/model-card.md and docs/model-card-v1.md)."""
 
     name: str
     file: str
@@ -88,6 +88,20 @@ register(
             "configs/release-cpu.yaml, left-right test-time flip; research use only"
         ),
         figures={"test AUC": 0.949, "test Dice infected slices": 0.487, "test accuracy": 0.865},
+    ),
+)
+
+register(
+    ShippedModel(
+        name="covid-unet-cpu-v2",
+        file="covid-unet-cpu-v2.pt",
+        sha256="e4d2c841454e3c2e4e9de25fa8579ed1c81432179cf3e0c9ced8046e7c17cbc4",
+        description=(
+            "U-Net x0.125 + CBAM, 128 px lung crop, 3 seeds x 40 epochs of "
+            "configs/release-cpu-v2.yaml (Tversky, hospital looks, healthy slices as empty masks), "
+            "left-right test-time flip, soft mask rule; research use only"
+        ),
+        figures={"test AUC": 0.950, "test Dice infected slices": 0.491, "test accuracy": 0.881},
     ),
     default=True,
 )
