@@ -29,7 +29,9 @@ class MaskRule:
     - ``gate``: P(infected) >= ``gate``;
     - ``evidence``: P(infected) >= ``gate``, or the outline (map >= 0.5) covers at least
       ``min_area`` pixels of the model grid with a mean map probability >= ``min_conf`` there;
-    - ``soft``: never dropped, but the map is multiplied by P(infected).
+    - ``soft``: the map is multiplied by P(infected) before the 0.5 threshold, so it is stricter
+      than ``gate`` at 0.5: no pixel survives on a slice with P < 0.5, and faint edges go on
+      slices called infected (``keep`` says which slices are not dropped outright).
     """
 
     kind: str = "gate"
@@ -54,7 +56,8 @@ class MaskRule:
             )
 
     def keep(self, pred: SliceProbabilities) -> np.ndarray:
-        """(N,) bool: the slices whose map survives (all of them for ``none`` and ``soft``)."""
+        """(N,) bool: the slices whose map is not dropped outright (all for ``none`` and ``soft``;
+        ``soft`` then scales the map, see :meth:`apply`)."""
         p = np.asarray(pred.p_infected)
         if self.kind in ("none", "soft"):
             return np.ones(len(p), bool)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from lungmtl.cli import main
@@ -25,6 +26,19 @@ def test_demo_runs_the_shipped_model_on_the_bundled_real_sample(tmp_path, capsys
     (report,) = (tmp_path / "demo").glob("*/report.html")
     summary = json.loads((report.parent / "summary.json").read_text())
     assert summary["model"] == DEFAULT and summary["n_slices"] == 17
+    # The derived lung is empty on the sample's first slices while the model outlines infection
+    # there: their share of lung is unknown (blank in slices.csv, named in the summary), never 0%,
+    # and the scan's percent is taken over the other slices.
+    table = pd.read_csv(report.parent / "slices.csv")
+    blind = table[(table["lung_px"] == 0) & (table["infected_px"] > 0)]
+    assert len(blind) and blind["infected_percent_of_lung"].isna().all()
+    assert set(blind["z"]) <= set(summary["lung_share_unknown_slices"])
+    assert any("share of lung is unknown" in w for w in summary["warnings"])
+    known = table[table["infected_percent_of_lung"].notna()]
+    assert (
+        (known["infected_percent_of_lung"] >= 0) & (known["infected_percent_of_lung"] <= 100)
+    ).all()
+    assert 0 < summary["infected_percent_of_lung"] <= 100
 
 
 @pytest.mark.slow

@@ -172,7 +172,19 @@ def postprocess_case(
     rule = scan_rule(predictor, opts)
     need = max(1, min(rule.min_run, z))
     lung_total = int(lung_px.sum())
-    lung_pct = 100.0 * float(inf_in_lung.sum()) / lung_total if lung_total else None
+    # Where the derived lung misses most of a slice's outline (dense consolidation falls outside
+    # an intensity-based lung mask), that slice's share of lung is unknown, never 0%: it is left
+    # out of the scan's share and counted in the summary.
+    share_known = (lung_px > 0) & (2 * inf_in_lung >= inf_px)
+    unknown = np.flatnonzero(~share_known & (inf_px > 0))
+    known_lung = int(lung_px[share_known].sum())
+    lung_pct = 100.0 * float(inf_in_lung[share_known].sum()) / known_lung if known_lung else None
+    warnings = list(case.warnings)
+    if len(unknown):
+        warnings.append(
+            f"the derived lung misses most of the outline on {len(unknown)} slice(s) (first "
+            f"z={int(unknown[0])}): their share of lung is unknown and left out of the percent"
+        )
     decision = rule.decide(p_inf, lung_pct, case.breaks)
     run = decision["longest_positive_run"]
     order = np.lexsort((-p_inf, -inf_px))  # most infected pixels first, then most confident
@@ -186,7 +198,9 @@ def postprocess_case(
             "infected_px": inf_px,
             "infected_mm2": None if pixel_mm2 is None else np.round(inf_px * pixel_mm2, 2),
             "lung_px": lung_px,
-            "infected_percent_of_lung": np.round(100.0 * inf_in_lung / np.maximum(lung_px, 1), 3),
+            "infected_percent_of_lung": np.where(
+                share_known, np.round(100.0 * inf_in_lung / np.maximum(lung_px, 1), 3), np.nan
+            ),
         }
     )
     summary = {
@@ -209,6 +223,7 @@ def postprocess_case(
         "infected_ml": None if voxel_ml is None else round(float(inf_px.sum()) * voxel_ml, 3),
         "lung_ml": None if voxel_ml is None else round(lung_total * voxel_ml, 3),
         "infected_percent_of_lung": None if lung_pct is None else round(lung_pct, 3),
+        "lung_share_unknown_slices": [int(k) for k in unknown],
         "lung_mask": "dataset" if case.lung is not None else "derived",
         "engine": engine_name(predictor),
         "most_affected_slices": [
@@ -225,6 +240,6 @@ def postprocess_case(
         "threshold": opts.threshold,
         "preprocess": {"size": cfg.size, "window": list(cfg.window), "enhance": list(cfg.enhance)},
         "device": str(predictor.device),
-        "warnings": list(case.warnings),
+        "warnings": warnings,
     }
     return Outcome(mask, lung, slices, summary, top, need)

@@ -106,7 +106,9 @@
     lines.push(D.z_mm ? "position " + D.z_mm[k].toFixed(1) + " mm (S)" : "position: no geometry");
     lines.push("P(infected) " + fmt(D.p[k], 3) + (D.positive[k] ? " \u00b7 positive" : " \u00b7 negative"));
     var area = D.inf_mm2 ? fmt(D.inf_mm2[k], 1) + " mm\u00b2 (" + D.inf_px[k] + " px)" : D.inf_px[k] + " px";
-    lines.push("infected area " + area + " \u00b7 " + fmt(D.inf_pct[k], 2) + " % of lung");
+    var pct = D.inf_pct[k] === null ? "share of lung unknown (the derived lung misses the outline)"
+      : fmt(D.inf_pct[k], 2) + " % of lung";
+    lines.push("infected area " + area + " \u00b7 " + pct);
     if (camSlices.length) {
       lines.push(D.cam[k] ? "Grad-CAM computed on this slice" : "no Grad-CAM on this slice");
     }
