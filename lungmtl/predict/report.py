@@ -49,8 +49,9 @@ def display_window(slice_: np.ndarray, kind: str) -> np.ndarray:
 
 def _share(pct) -> str:
     """A slice's infected share of lung, or why it is unknown (never a false 0%)."""
-    text = fmt(pct, digits=1)
-    return "share of lung unknown" if text == "n/a" else f"{text}% of lung"
+    if pct is None or not np.isfinite(pct):
+        return "share of lung unknown"
+    return f"{fmt(pct, digits=1)}% of lung"
 
 
 def pick_sheet_slices(infected_px: np.ndarray, n: int = SHEET_SLICES, top: int = SHEET_TOP):
@@ -83,7 +84,7 @@ def case_overlay_sheet(case: Case, mask: np.ndarray, slices: pd.DataFrame, out_d
         r = slices.iloc[k]
         ax.set_title(
             f"z={k} ({r['slice_id']})  P={fmt(r['p_infected'])}\n"
-            f"{_share(r['infected_percent_of_lung'])}",
+            + _share(r["infected_percent_of_lung"]),
             fontsize=8,
             parse_math=False,  # slice ids and names are user text: a "$" is not TeX
         )
