@@ -33,7 +33,7 @@ from lungmtl.evaluation.select import recorded_rows
 from lungmtl.forward import slice_probabilities
 from lungmtl.mask_rule import MaskRule
 from lungmtl.models import checkpoint
-from lungmtl.predict.rule import ScanRule
+from lungmtl.scan_rule import ScanRule
 
 GRID = {
     "slice_threshold": [0.5, 0.7, 0.9],

@@ -23,7 +23,7 @@ from lungmtl.mask_rule import MaskRule
 from lungmtl.models import checkpoint
 from lungmtl.models.ensemble import Ensemble
 from lungmtl.models.shipped import sha256
-from lungmtl.predict.rule import ScanRule
+from lungmtl.scan_rule import ScanRule
 
 SPLIT_COLUMNS = ["source", "patient", "image", "index", "split"]
 

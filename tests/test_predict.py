@@ -20,7 +20,7 @@ from predict_helpers import (
 
 from lungmtl.cli import main
 from lungmtl.predict import PredictOptions, predict
-from lungmtl.predict.rule import longest_run
+from lungmtl.scan_rule import longest_run
 
 
 @pytest.fixture(scope="module")

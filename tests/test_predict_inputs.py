@@ -26,7 +26,7 @@ from lungmtl.data.preprocess import PreprocessConfig
 from lungmtl.models import MultiTaskOutput, create_model
 from lungmtl.predict import PredictOptions, Predictor, predict, predict_case
 from lungmtl.predict.inputs import _id_breaks, iter_cases
-from lungmtl.predict.rule import longest_run
+from lungmtl.scan_rule import longest_run
 
 
 def test_manifest_rows_of_one_nifti_volume_keep_its_geometry(tmp_path):

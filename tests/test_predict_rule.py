@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lungmtl.predict.rule import ScanRule, longest_run
+from lungmtl.scan_rule import ScanRule, longest_run
 
 
 def test_the_default_is_the_plain_run_rule():

@@ -15,6 +15,12 @@ CHECKPOINT_HELP = (
 )
 
 
+CALIBRATION_HELP = (
+    "a site calibration written by `lungmtl calibrate` for this checkpoint: P(infected), the "
+    "slice threshold and the scan rule come from it"
+)
+
+
 def _models(args) -> int:
     from ..models.catalogue import describe
 
@@ -108,6 +114,7 @@ def _evaluate(args) -> int:
         progress=not args.quiet,
         crf=args.crf,
         lung_only=args.lung_only,
+        calibration=args.calibration,
     )
     keys = ("n_slices", "accuracy", "auc", "sensitivity", "specificity", "dice_infected_mean")
     print(", ".join(f"{k}={m[k]:.4f}" if isinstance(m[k], float) else f"{k}={m[k]}" for k in keys))
@@ -142,6 +149,7 @@ def _predict(args) -> int:
         shard=_shard(args.shard),
         resume=args.resume,
         engine=args.engine,
+        calibration=args.calibration,
     )
     shown: list[str] = []
 
@@ -166,6 +174,54 @@ def _predict(args) -> int:
     again = f" ({before} finished before, not redone)" if before else ""
     print(f"{len(results) - failed} case(s) ok{again}, {failed} failed; outputs in {args.out}")
     return 1 if failed else 0
+
+
+def _calibrate(args) -> int:
+    from ..calibration.fit import Target
+    from ..calibration.run import calibrate
+
+    target = Target(specificity=args.target_specificity, sensitivity=args.target_sensitivity)
+    cal = calibrate(
+        args.checkpoint,
+        args.out,
+        data=args.data,
+        split=args.split,
+        target=target,
+        n_boot=args.n_boot,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        seed=args.seed,
+    )
+    print(format_calibration(cal))
+    print(f"site calibration: {args.out} (use: lungmtl predict --calibration {args.out} ...)")
+    return 0
+
+
+def format_calibration(cal) -> str:
+    """The fitted operating point with its bootstrap intervals, for the terminal."""
+    f, ci = cal.fitted, cal.fitted.get("ci95") or {}
+
+    def iv(key: str) -> str:
+        v = ci.get(key)
+        return f" [{v[0]:.3f}, {v[1]:.3f}]" if v else ""
+
+    def rate(key: str, ci_key: str) -> str:
+        return "n/a" if f.get(key) is None else f"{f[key]:.3f}{iv(ci_key)}"
+
+    return "\n".join(
+        [
+            f"fitted on {f['data']}: {f['n_patients']} patients, {f['n_healthy_slices']} healthy "
+            f"and {f['n_infected_slices']} infected slices used (of {f['n_slices']})",
+            f"calibration: temperature {cal.temperature:.3f}, slope {cal.slope:.3f}{iv('slope')}, "
+            f"intercept {cal.intercept:+.3f}{iv('intercept')}",
+            f"operating point ({f['target']}): P >= {cal.threshold:.3f}{iv('threshold')}",
+            f"  specificity {rate('specificity', 'spec')}, "
+            f"sensitivity {rate('sensitivity', 'sens')}"
+            f" (on these data; 95% intervals over {ci.get('n_boot', 0)} patient resamples)",
+            f"scan rule: {cal.scan_rule.describe()} ({f.get('scan_rule')})",
+        ]
+    )
 
 
 def _export(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import commands
-from .commands import CHECKPOINT_HELP
+from .commands import CALIBRATION_HELP, CHECKPOINT_HELP
 
 
 def _at_least(least: int):
@@ -102,6 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="zero the infection map outside the (derived) lung mask",
     )
+    e.add_argument("--calibration", metavar="SITE_JSON", help=CALIBRATION_HELP)
+
+    k = add(
+        "calibrate",
+        commands._calibrate,
+        "fit P(infected) and the operating point to a site's own labelled scans (site.json)",
+    )
+    k.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    k.add_argument(
+        "--data",
+        action="append",
+        help="labelled local data (any layout lungmtl reads); default: the run's --split",
+    )
+    k.add_argument("--split", default="val", choices=["train", "val", "test"])
+    k.add_argument("--out", required=True, help="the site calibration to write (.json)")
+    goal = k.add_mutually_exclusive_group()
+    goal.add_argument(
+        "--target-specificity",
+        type=_probability,
+        help="slice threshold calling this share of healthy slices healthy",
+    )
+    goal.add_argument(
+        "--target-sensitivity",
+        type=_probability,
+        help="slice threshold calling this share of infected slices infected",
+    )
+    k.add_argument("--n-boot", type=_at_least(0), default=1000, help="bootstrap replicates")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--device", default="auto")
+    k.add_argument("--batch-size", type=_at_least(1), default=32)
 
     r = add(
         "predict", commands._predict, "predict scans/slices: masks, verdicts, burden, report.html"
@@ -129,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict every N-th input from the K-th (torchrun: RANK/WORLD_SIZE)",
     )
     r.add_argument("--resume", action="store_true", help="skip cases already finished in OUT")
+    r.add_argument("--calibration", metavar="SITE_JSON", help=CALIBRATION_HELP)
 
     x = add(
         "export",

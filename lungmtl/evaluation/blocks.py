@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ..calibration import Calibration, calibration_block
+from ..calibration.fit import scans, truth_rows
 from ..metrics import CLS_KEYS, SEG_KEYS, THRESHOLD, SegmentationAccumulator, classification_metrics
+from ..scan_rule import ScanRule
 
 #: Bin edges of the infected share of a slice for the Dice-by-lesion-size table.
 LESION_BINS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0)
@@ -42,10 +45,10 @@ def slice_truth(frame: pd.DataFrame) -> np.ndarray:
     return ((frame["label_level"] != "study") | (frame["label"] == "healthy")).to_numpy()
 
 
-def classification_block(frame: pd.DataFrame) -> dict:
+def classification_block(frame: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
     """Slice counts and the classification keys of metrics.json for the slices in ``frame``."""
     y = frame["y"].to_numpy()
-    c = classification_metrics(y, frame["p_infected"].to_numpy(), threshold=THRESHOLD)
+    c = classification_metrics(y, frame["p_infected"].to_numpy(), threshold=threshold)
     return {
         "n_slices": len(frame),
         "n_infected": int(y.sum()),
@@ -54,12 +57,14 @@ def classification_block(frame: pd.DataFrame) -> dict:
     }
 
 
-def metric_block(frame: pd.DataFrame, seg_prob: np.ndarray, masks: np.ndarray) -> dict:
+def metric_block(
+    frame: pd.DataFrame, seg_prob: np.ndarray, masks: np.ndarray, threshold: float = THRESHOLD
+) -> dict:
     """The metrics.json keys for the slices in ``frame`` (positional rows into the arrays).
 
     Classification counts every slice with its label, as training does; ``n_study_infected``
     says how many of them carry an infected study's label (see :func:`slice_truth`)."""
-    block = classification_block(frame)
+    block = classification_block(frame, threshold)
     block["n_study_infected"] = int((~slice_truth(frame)).sum())
     pos = frame.loc[frame["has_mask"], "pos"].to_numpy()
     s: dict = {}
@@ -93,15 +98,39 @@ def lesion_size_block(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def patient_block(frame: pd.DataFrame) -> dict:
+def patient_block(frame: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
     """A patient is infected when any of its slices is (truth) / is predicted (model)."""
     g = frame.groupby(["source", "patient"])
     y = g["y"].max().to_numpy()
     p = g["p_infected"].max().to_numpy()
-    c = classification_metrics(y, p, threshold=THRESHOLD)
+    c = classification_metrics(y, p, threshold=threshold)
     return {
         "n_patients": len(y),
         "n_infected": int(y.sum()),
         "n_healthy": int((1 - y).sum()),
         **{k: c.get(k) for k in CLS_KEYS},
+    }
+
+
+def calibration_metrics(frame: pd.DataFrame, cal: Calibration, rule: ScanRule) -> dict:
+    """How well P(infected) means what it says: per slice (labels true of the slice, see
+    :func:`lungmtl.calibration.fit.truth_rows`), overall, per source and for the model's own P;
+    per scan, the calibrated scan probability against "any slice infected"."""
+    truth = truth_rows(frame)
+    part = frame[truth]
+    y = part["y"].to_numpy()
+    sc = scans(frame, "p_infected")
+    score = np.array([rule.scan_score(p) for p in sc["p"]])
+    scan_p = np.array([cal.scan_probability(s) for s in score])
+    return {
+        "in_use": cal.summary(),
+        "text": cal.describe(),
+        "slices": "labels true of the slice (slice labels, healthy scans, a study's only slice)",
+        "slice": calibration_block(part["p_infected"], y),
+        "slice_model": calibration_block(part["p_model"], y),
+        "per_source": {
+            src: calibration_block(g["p_infected"], g["y"])
+            for src, g in part.groupby("source", sort=True)
+        },
+        "scan": calibration_block(scan_p, sc["y"]),
     }

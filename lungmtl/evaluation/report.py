@@ -54,6 +54,27 @@ def has_burden(pv: dict) -> bool:
     return any(r.get("true_lung_pct") is not None for r in (pv or {}).get("volumes", []))
 
 
+def calibration_section(c: dict) -> str:
+    """ECE (equal-width bins), Brier score and counts: calibrated P overall, per source and per
+    scan, beside the model's own P."""
+    rows = {
+        "slices, calibrated P": c["slice"],
+        "slices, model's own P": c["slice_model"],
+        **{f"source: {s}": b for s, b in c["per_source"].items()},
+        "scans (scan probability)": c["scan"],
+    }
+    lines = ["| | n | positive | ECE | Brier |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {k} | {b['n']} | {b.get('n_positive', 0)} | {fmt(b['ece'], digits=3)} | "
+        f"{fmt(b['brier'], digits=3)} |"
+        for k, b in rows.items()
+    ]
+    return (
+        f"Calibration in use: {c['text']}. Slices: {c['slices']}; ECE over "
+        f"{c['slice']['n_bins']} equal-width bins.\n\n" + "\n".join(lines)
+    )
+
+
 def write_report(m: dict, path: Path) -> None:
     rows = {"all": m, **{f"source: {s}": b for s, b in m["per_source"].items()}}
     ci = m["ci95"]
@@ -83,6 +104,12 @@ and healthy studies only); where the study-labelled source also holds most healt
 row flatters a source shortcut, so it is a check, not the headline.
 
 {markdown_table({**rows, "slice labels only": m["slice_truth_only"]}, CLS_COLUMNS)}
+
+## Calibration (does P(infected) mean what it says?)
+
+{calibration_section(m["calibration"])}
+
+![reliability](reliability.png)
 
 ## Patient level (infected when any slice is)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration import Calibration, reliability_png
 from ..config import RunConfig, from_dict
 from ..data.cache import skipped_report
 from ..data.dataset import SliceTensors
@@ -22,14 +23,16 @@ from ..metrics import (
     classification_metrics,
 )
 from ..models import checkpoint
-from ..models.shipped import default_checkpoint
+from ..models.shipped import default_checkpoint, sha256
 from ..presentation import (
     burden_scatter_png,
     confusion_png,
     roc_png,
 )
+from ..scan_rule import ScanRule
 from ..stats import bootstrap_ci
 from .blocks import (
+    calibration_metrics,
     classification_block,
     json_safe,
     lesion_size_block,
@@ -58,6 +61,7 @@ def evaluate(
     lung_only: bool = False,
     nsd_tolerance: float = DEFAULT_TOLERANCE,
     mask_rule: MaskRule | None = None,
+    calibration: str | Path | None = None,
 ) -> dict:
     """Evaluate a checkpoint on ``data`` (never seen in training) or on its run's ``split``.
 
@@ -70,6 +74,11 @@ def evaluate(
 
     ``mask_rule`` decides which slices keep their map (default: the checkpoint's, see
     :class:`lungmtl.mask_rule.MaskRule`).
+
+    P(infected) is the checkpoint's calibrated P, or a site file's (``calibration``, written by
+    ``lungmtl calibrate`` for this checkpoint), whose slice threshold then replaces 0.5; the
+    maps are never changed by a calibration. metrics.json's ``calibration`` block and
+    ``reliability.png`` say how well P means what it says (ECE, Brier), per source and per scan.
 
     ``per_volume`` scores each patient's stack of masked slices (3 or more) as one volume: Dice,
     normalised surface Dice within ``nsd_tolerance`` pixels, and the infected volume's error
@@ -96,7 +105,14 @@ def evaluate(
     tensors = SliceTensors(cache, rows)
     pred = slice_probabilities(model, tensors.image, dev, batch_size)
     mask_rule = MaskRule.of_checkpoint(ck) if mask_rule is None else mask_rule
-    pred = mask_rule.apply(pred)
+    pred = mask_rule.apply(pred)  # on the model's own P, as the rule was chosen
+    cal = Calibration.of_checkpoint(ck)
+    if calibration is not None:
+        cal = Calibration.load(calibration)
+        cal.check_model(sha256(checkpoint_path), ck.get("model_name") or checkpoint_path.name)
+    threshold = cal.threshold if cal.origin == "site" else THRESHOLD
+    p_model = pred.p_infected
+    pred = pred._replace(p_infected=cal.apply(p_model))
     if crf:
         from ..crf import crf_refine
 
@@ -108,8 +124,9 @@ def evaluate(
     frame["pos"] = np.arange(len(frame))
     frame["y"] = (frame["label"] == "infected").astype(int)
     frame["p_infected"] = pred.p_infected
-    frame["pred_label"] = np.where(pred.p_infected >= THRESHOLD, "infected", "healthy")
-    frame["correct"] = (pred.p_infected >= THRESHOLD).astype(int) == frame["y"]
+    frame["p_model"] = p_model
+    frame["pred_label"] = np.where(pred.p_infected >= threshold, "infected", "healthy")
+    frame["correct"] = (pred.p_infected >= threshold).astype(int) == frame["y"]
     frame["has_mask"] = frame["has_mask"].astype(bool)
     masks = tensors.mask.numpy()[:, 0]
     seg = SegmentationAccumulator()
@@ -124,18 +141,18 @@ def evaluate(
     frame["pred_area"] = (pred.seg_prob >= THRESHOLD).sum(axis=(1, 2))
     frame["lesion_share"] = np.where(hm, (masks > 0).mean(axis=(1, 2)), np.nan)
 
-    metrics = metric_block(frame, pred.seg_prob, masks)
+    metrics = metric_block(frame, pred.seg_prob, masks, threshold)
     metrics["per_source"] = {
-        src: metric_block(part, pred.seg_prob, masks)
+        src: metric_block(part, pred.seg_prob, masks, threshold)
         for src, part in frame.groupby("source", sort=True)
     }
-    metrics["patient"] = patient_block(frame)
+    metrics["patient"] = patient_block(frame, threshold)
     metrics["dice_by_lesion_size"] = lesion_size_block(frame)
     # Without the slices of infected studies: labels true of each slice. Where a study-labelled
     # source also holds most healthy slices (MosMed here), this drops the one infected class
     # that shares their source and flatters a source shortcut; the headline keeps them.
     truth = slice_truth(frame)
-    metrics["slice_truth_only"] = classification_block(frame[truth])
+    metrics["slice_truth_only"] = classification_block(frame[truth], threshold)
     metrics["per_volume"] = per_volume_block(
         frame,
         pred.seg_prob >= THRESHOLD,
@@ -146,6 +163,8 @@ def evaluate(
     )
     # Intervals resample patients, not slices: a patient's slices are correlated.
     frame["group"] = frame["source"].astype(str) + "/" + frame["patient"].astype(str)
+    raw_rule = ScanRule.from_dict(ck["scan_rule"]) if ck.get("scan_rule") else ScanRule()
+    metrics["calibration"] = calibration_metrics(frame, cal, cal.scan_rule or cal.moved(raw_rule))
     inf = hm & (frame["y"] == 1).to_numpy() & (frame["lesion_share"] > 0).to_numpy()
 
     def ci(rows: np.ndarray, column: str):
@@ -160,7 +179,7 @@ def evaluate(
         "dice_infected_mean": ci(inf, "dice"),
         "resampled": "patients",
     }
-    metrics["threshold"] = THRESHOLD
+    metrics["threshold"] = threshold
     metrics["crf"] = bool(crf)
     metrics["mask_rule"] = {**mask_rule.to_dict(), "text": mask_rule.describe()}
     metrics["lung_only"] = bool(lung_only)
@@ -170,7 +189,7 @@ def evaluate(
     metrics["checkpoint"] = str(checkpoint_path)
     metrics["data"] = list(data) if data else f"run split: {split}"
     metrics["confusion"] = classification_metrics(
-        frame["y"].to_numpy(), pred.p_infected, threshold=THRESHOLD
+        frame["y"].to_numpy(), pred.p_infected, threshold=threshold
     )["confusion"]
     metrics = json_safe(metrics)
 
@@ -188,6 +207,7 @@ def evaluate(
         "label_level",
         "has_mask",
         "p_infected",
+        "p_model",
         "pred_label",
         "correct",
         "dice",
@@ -203,6 +223,10 @@ def evaluate(
     confusion_png(metrics["confusion"], out / "confusion.png")
     roc_png(frame["y"].to_numpy(), pred.p_infected, out / "roc.png", metrics["auc"])
     overlays(frame, tensors, pred.seg_prob, masks, out / "overlays.png")
+    c = metrics["calibration"]
+    curves = {"model's own P": c["slice_model"], "calibrated P": c["slice"]}
+    curves.update({f"{s} (calibrated)": b for s, b in c["per_source"].items()})
+    reliability_png(curves, out / "reliability.png", "reliability of P(infected), slices")
     if has_burden(metrics["per_volume"]):
         burden_scatter_png(metrics["per_volume"]["volumes"], out / "burden.png")
     write_report(metrics, out / "report.md")

@@ -6,7 +6,7 @@ Per case the steps are timed (read, preprocess, model, postprocess, write) and w
 slice); ``OUT/index.html`` lists the cases of a run, the failed ones with their reasons.
 
 Scan verdict: by default infected when at least ``min_consecutive`` consecutive slices have
-P(infected) >= the threshold (:mod:`lungmtl.predict.rule`). Bad input fails its own case with a
+P(infected) >= the threshold (:mod:`lungmtl.scan_rule`). Bad input fails its own case with a
 message naming the file; any other error of one case (out of memory, a full disk) also fails only
 that case; Ctrl-C stops the run (the finished cases stay whole).
 
@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..models.shipped import default_checkpoint
 from . import report
 from .case import postprocess_case, preprocess_case
-from .engine import Predictor, attach_onnx, load_predictor, run_model
+from .engine import Predictor, attach_onnx, load_predictor, run_model, use_site_calibration
 from .inputs import failure_message, finished_summary, iter_cases
 from .outputs import StageClock, write_case
 from .types import DONE_BEFORE, ENGINES, Case, CaseResult, PredictOptions
@@ -50,9 +50,9 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
     t = time.perf_counter()
     pre = preprocess_case(case, predictor.preprocess)
     t = clock.lap("preprocess", t)
-    p_inf, seg_prob = run_model(predictor, pre.images, opts.batch_size)
+    p_model, seg_prob = run_model(predictor, pre.images, opts.batch_size)
     t = clock.lap("model", t)
-    outcome = postprocess_case(predictor, case, opts, pre, p_inf, seg_prob)
+    outcome = postprocess_case(predictor, case, opts, pre, p_model, seg_prob)
     t = clock.lap("postprocess", t)
     return write_case(predictor, case, out_dir, opts, pre, outcome, clock, t)
 
@@ -90,6 +90,8 @@ def predict(
     if checkpoint_path is None and predictor is None:
         checkpoint_path = default_checkpoint()
     predictor = predictor or load_predictor(checkpoint_path, options.device)
+    if options.calibration:
+        predictor = use_site_calibration(predictor, options.calibration)
     if options.engine != "onnx":
         return _predict_all(predictor, inputs, Path(out), options, echo)
     with tempfile.TemporaryDirectory(prefix="lungmtl-onnx-") as tmp:

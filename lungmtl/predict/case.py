@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..data.preprocess import PreprocessConfig, paste_back, preprocess_slice
 from ..errors import InputError
+from ..scan_rule import ScanRule
 from .engine import Predictor, engine_name
-from .rule import ScanRule
 from .types import Case, PredictOptions
 
 INTENDED_USE = "Research use only, not for diagnosis."
@@ -63,12 +63,23 @@ class Outcome:
 
 
 def scan_rule(predictor: Predictor, opts: PredictOptions) -> ScanRule:
-    """The options' rule, else the checkpoint's, else the plain run rule of the options."""
+    """The rule on calibrated P: the options', else the calibration's, else the checkpoint's
+    (moved onto the calibration), else the plain run rule of the options."""
+    cal = predictor.calibration
     if opts.rule is not None:
         return opts.rule
+    if cal.scan_rule is not None:
+        return cal.scan_rule
     if predictor.rule is not None:
-        return predictor.rule
+        return cal.moved(predictor.rule)
     return ScanRule(slice_threshold=opts.threshold, min_run=opts.min_consecutive)
+
+
+def slice_threshold(predictor: Predictor, opts: PredictOptions) -> float:
+    """A slice is positive at calibrated P >= this: a site file's operating point, else the
+    options' threshold."""
+    cal = predictor.calibration
+    return cal.threshold if cal.origin == "site" else opts.threshold
 
 
 def neighbour_correlation(volume: np.ndarray, max_slices: int = 16) -> float:
@@ -137,7 +148,7 @@ def postprocess_case(
     case: Case,
     opts: PredictOptions,
     pre: Preprocessed,
-    p_inf: np.ndarray,
+    p_model: np.ndarray,
     seg_prob: np.ndarray,
 ) -> Outcome:
     """Masks at native size, burden, verdict, per-slice table and summary of one case.
@@ -147,7 +158,7 @@ def postprocess_case(
         case: the case.
         opts: the run's options.
         pre: the case's pre-processed slices.
-        p_inf: (Z,) P(infected) per slice.
+        p_model: (Z,) the model's own P(infected) per slice (calibrated here).
         seg_prob: (Z, S, S) infection probability at the model's size.
     """
     z, h, w = case.image.array.shape
@@ -168,7 +179,10 @@ def postprocess_case(
     inf_px = mask.reshape(z, -1).sum(axis=1).astype(int)
     lung_px = lung.reshape(z, -1).sum(axis=1).astype(int)
     inf_in_lung = (mask.astype(bool) & lung).reshape(z, -1).sum(axis=1).astype(int)
-    positive = p_inf >= opts.threshold
+    cal = predictor.calibration
+    p_inf = cal.apply(p_model)
+    cut = slice_threshold(predictor, opts)
+    positive = p_inf >= cut
     rule = scan_rule(predictor, opts)
     need = max(1, min(rule.min_run, z))
     lung_total = int(lung_px.sum())
@@ -194,6 +208,7 @@ def postprocess_case(
             "z": np.arange(z),
             "slice_id": case.slice_ids,
             "p_infected": np.round(p_inf.astype(float), 5),
+            "p_model": np.round(np.asarray(p_model, dtype=float), 5),
             "positive": positive,
             "infected_px": inf_px,
             "infected_mm2": None if pixel_mm2 is None else np.round(inf_px * pixel_mm2, 2),
@@ -213,10 +228,12 @@ def postprocess_case(
         "rule": f"{decision['rule']} (longest run here: {run})",
         "rule_params": decision["rule_params"],
         "scan_score": decision["scan_score"],
+        "scan_probability": round(cal.scan_probability(decision["scan_score"]), 5),
         "n_slices": int(z),
         "n_positive_slices": int(positive.sum()),
         "longest_positive_run": int(run),
         "max_p_infected": float(p_inf.max()),
+        "max_p_model": float(np.max(p_model)),
         "shape_zyx": [int(z), int(h), int(w)],
         "spacing_mm": list(spacing) if case.has_geometry else None,
         "infected_voxels": int(inf_px.sum()),
@@ -238,6 +255,8 @@ def postprocess_case(
         "crf": bool(opts.crf),
         "mask_rule": predictor.mask_rule.describe(),
         "threshold": opts.threshold,
+        "slice_threshold": cut,
+        "calibration": cal.summary(),
         "preprocess": {"size": cfg.size, "window": list(cfg.window), "enhance": list(cfg.enhance)},
         "device": str(predictor.device),
         "warnings": warnings,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..calibration import Calibration
 from ..config import RunConfig, from_dict
 from ..data.preprocess import PreprocessConfig
 from ..device import resolve_device
@@ -16,7 +17,7 @@ from ..errors import InputError
 from ..forward import slice_probabilities
 from ..mask_rule import MaskRule
 from ..models import MultiTaskOutput, checkpoint
-from .rule import ScanRule
+from ..scan_rule import ScanRule
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Predictor:
     rule: ScanRule | None = None  # the scan rule the checkpoint carries (chosen on validation)
     model_name: str = ""
     mask_rule: MaskRule = field(default_factory=lambda: MaskRule("none"))  # the checkpoint's
+    calibration: Calibration = field(default_factory=Calibration)  # checkpoint's or a site's
 
 
 def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predictor:
@@ -60,13 +62,26 @@ def load_predictor(checkpoint_path: str | Path, device: str = "auto") -> Predict
         rule=rule,
         model_name=name,
         mask_rule=MaskRule.of_checkpoint(ck),
+        calibration=Calibration.of_checkpoint(ck),
     )
+
+
+def use_site_calibration(predictor: Predictor, path: str | Path) -> Predictor:
+    """Read P(infected), the slice threshold and the scan rule from a site file written by
+    ``lungmtl calibrate`` for this very checkpoint (refused for another model's)."""
+    from ..models.shipped import sha256
+
+    cal = Calibration.load(path)
+    cal.check_model(sha256(checkpoint.resolve(predictor.checkpoint)), predictor.model_name)
+    predictor.calibration = cal
+    return predictor
 
 
 def run_model(
     predictor: Predictor, images: np.ndarray, batch_size: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
-    """P(infected) (N,) and infection probability maps (N, S, S) for pre-processed slices.
+    """The model's own P(infected) (N,) (before any calibration) and infection probability maps
+    (N, S, S) after the checkpoint's mask rule, for pre-processed slices.
 
     Args:
         predictor: model and device.

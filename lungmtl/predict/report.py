@@ -137,6 +137,14 @@ def _spacing(spacing) -> str:
     return " x ".join(f"{float(v):.4g}" for v in spacing)
 
 
+def _calibration(c: dict | None) -> str:
+    """One line on where P(infected) and the slice threshold come from."""
+    if not c or c.get("origin") == "model":
+        return "none (the model's own P)"
+    where = f"site file {c.get('file')}" if c.get("origin") == "site" else "fitted on validation"
+    return f"{where}; temperature {c['temperature']:g}, slice threshold {c['threshold']:.3g}"
+
+
 def _verdict(verdict: str) -> str:
     colour = "#b00020" if verdict == "infected" else "#1b5e20"
     return f'<b style="color:{colour}">{html.escape(str(verdict))}</b>'
@@ -202,6 +210,8 @@ def write_report(
         ("verdict", _verdict(summary["verdict"])),
         ("rule", e(summary["rule"])),
         ("scan score", fmt(summary.get("scan_score"), digits=3)),
+        ("scan probability", fmt(summary.get("scan_probability"), digits=3)),
+        ("calibration", e(_calibration(summary.get("calibration")))),
         ("positive slices", f"{summary['n_positive_slices']} / {summary['n_slices']}"),
         ("infected volume", fmt(summary.get("infected_ml"), digits=1, unit=" mL")),
         ("lung volume", fmt(summary.get("lung_ml"), digits=1, unit=" mL")),

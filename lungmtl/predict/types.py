@@ -10,7 +10,7 @@ import numpy as np
 from ..data.image import ImageData
 from ..errors import InputError
 from ..metrics import THRESHOLD
-from .rule import ScanRule
+from ..scan_rule import ScanRule
 
 MIN_CONSECUTIVE = 3
 ENGINES = ("torch", "onnx")
@@ -94,8 +94,10 @@ class PredictOptions:
             ranks) share a large batch of scans without overlap.
         resume: skip cases whose ``summary.json`` (written last) already exists for the same
             input; a case folder holding another input's results is predicted again.
-        rule: the scan rule (:class:`lungmtl.predict.rule.ScanRule`); None = the one the
+        rule: the scan rule (:class:`lungmtl.scan_rule.ScanRule`); None = the one the
             checkpoint carries, else ``min_consecutive`` slices in a row at ``threshold``.
+        calibration: a site calibration file (``lungmtl calibrate``): P(infected), the slice
+            threshold and the scan rule are read from it instead of the checkpoint's.
         engine: "torch" (eager PyTorch) or "onnx": the model stage through ONNX Runtime on the
             CPU, on the model exported as ``lungmtl export`` does (docs/performance.md);
             Grad-CAM still uses PyTorch.
@@ -115,6 +117,7 @@ class PredictOptions:
     resume: bool = False
     engine: str = "torch"
     rule: ScanRule | None = None
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         # Refused up front, not by every case with an internal message naming its input.

@@ -196,7 +196,7 @@ def payload(view: ViewerData, slices: pd.DataFrame, summary: dict) -> dict:
         "inf_mm2": _nums(mm2.to_numpy(float), 2) if known_mm2 else None,
         "inf_pct": _nums(slices["infected_percent_of_lung"].to_numpy(float), 3),
         "z_mm": view.z_mm,
-        "threshold": float(summary.get("threshold", THRESHOLD)),
+        "threshold": float(summary.get("slice_threshold", summary.get("threshold", THRESHOLD))),
         "need": int(view.min_consecutive),
         "runs": runs(positive, view.breaks),
         "top": top,

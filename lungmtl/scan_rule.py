@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..metrics import THRESHOLD
+from .metrics import THRESHOLD
 
 
 def longest_run(flags: np.ndarray, breaks: np.ndarray | None = None) -> int:

@@ -1,0 +1,330 @@
+"""Fitting a :class:`~lungmtl.calibration.model.Calibration` to labelled slices and scans.
+
+The slice recalibration is Platt scaling on the model's logit, fitted by maximum a posteriori
+with a Gaussian prior centred on the calibration the model already has (weight ``PRIOR``, a few
+slices' worth): on a handful of scans the fit stays near it instead of running off to a perfect
+separation. It is a dozen lines of scipy, written here because scikit-learn's logistic
+regression can only shrink towards zero slope (all P equal), the wrong prior for a calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.optimize import minimize
+
+from ..errors import InputError
+from ..scan_rule import ScanRule
+from .model import Calibration, logit, sigmoid
+
+#: Weight of the prior (in units of one slice's log-likelihood per unit squared distance).
+PRIOR = 1.0
+#: Fewest patients with healthy slices, and with infected slices, a site calibration accepts.
+MIN_HEALTHY_PATIENTS = 2
+MIN_INFECTED_PATIENTS = 1
+#: Fewest slices of each class whose label is true of the slice.
+MIN_SLICES_PER_CLASS = 5
+#: Fewest slices of one patient that make a scan for the scan rule.
+MIN_SCAN_SLICES = 8
+#: Slope bounds: a calibration rescales the logit, it never flips or flattens the ranking.
+SLOPE_BOUNDS = (0.05, 20.0)
+
+
+def fit_platt(
+    p_model,
+    y,
+    prior: tuple[float, float] = (1.0, 0.0),
+    strength: float = PRIOR,
+    intercept: bool = True,
+) -> tuple[float, float]:
+    """(slope, intercept) maximising the likelihood of ``y`` under sigmoid(slope*logit(p) +
+    intercept), plus a Gaussian prior of weight ``strength`` centred on ``prior``; without
+    ``intercept`` it stays at the prior's (temperature scaling when that is 0)."""
+    x, y = logit(p_model), np.asarray(y, dtype=float)
+    a0, b0 = prior
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = theta
+        z = a * x + b
+        nll = float(np.sum(np.logaddexp(0.0, z) - y * z))
+        r = sigmoid(z) - y
+        reg = 0.5 * strength * ((a - a0) ** 2 + (b - b0) ** 2)
+        grad = np.array([np.sum(r * x) + strength * (a - a0), np.sum(r) + strength * (b - b0)])
+        return nll + reg, grad
+
+    start = np.array([min(max(a0, SLOPE_BOUNDS[0]), SLOPE_BOUNDS[1]), b0])
+    b_bounds = (-50, 50) if intercept else (b0, b0)
+    res = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[SLOPE_BOUNDS, b_bounds])
+    return float(res.x[0]), float(res.x[1])
+
+
+def _needed(target: float) -> int:
+    """Fewest slices whose empirical quantile can place a threshold at ``target``."""
+    return math.ceil(round(1.0 / (1.0 - target), 9))
+
+
+def threshold_for_specificity(p_healthy, target: float, where: str = "calibration data") -> float:
+    """The lowest threshold that calls at least ``target`` of the healthy slices healthy
+    (P < threshold), half-way to the next healthy slice's P."""
+    q = np.sort(np.asarray(p_healthy, dtype=float))
+    if len(q) < _needed(target):
+        raise InputError(
+            where,
+            f"{len(q)} healthy slice(s) cannot place a threshold at specificity {target:g}: "
+            f"need at least {_needed(target)}",
+        )
+    k = math.ceil(round(target * len(q), 9))  # slices that must fall below
+    above = q[q > q[k - 1]]  # ties with the k-th slice must fall below too
+    hi = above[0] if len(above) else min(1.0, q[-1] + 1e-3)
+    return float(np.clip((q[k - 1] + hi) / 2, 1e-6, 1 - 1e-6))
+
+
+def threshold_for_sensitivity(p_infected, target: float, where: str = "calibration data") -> float:
+    """The highest threshold that still calls at least ``target`` of the infected slices
+    infected (P >= threshold), half-way to the next lower infected slice's P."""
+    r = np.sort(np.asarray(p_infected, dtype=float))[::-1]
+    if len(r) < _needed(target):
+        raise InputError(
+            where,
+            f"{len(r)} infected slice(s) cannot place a threshold at sensitivity {target:g}: "
+            f"need at least {_needed(target)}",
+        )
+    m = math.ceil(round(target * len(r), 9))
+    below = r[r < r[m - 1]]
+    lo = below[0] if len(below) else max(0.0, r[m - 1] - 1e-3)
+    return float(np.clip((r[m - 1] + lo) / 2, 1e-6, 1 - 1e-6))
+
+
+def run_statistic(p_in_order, min_run: int) -> float:
+    """The highest threshold at which ``min_run`` consecutive slices are positive (the scan
+    rule's run criterion as one number per scan)."""
+    p = np.asarray(p_in_order, dtype=float)
+    m = max(1, min(min_run, len(p)))
+    return float(sliding_window_view(p, m).min(axis=1).max()) if len(p) else 0.0
+
+
+def truth_rows(table: pd.DataFrame) -> np.ndarray:
+    """Slices whose label is true of the slice: slice-level labels, every slice of a healthy
+    scan, and a study label given to a study's only slice (a key slice, as MosMed's mid slice)."""
+    per_group = table.groupby("group")["group"].transform("size").to_numpy()
+    study = (table["label_level"] == "study").to_numpy()
+    return ~study | (table["y"].to_numpy() == 0) | (per_group == 1)
+
+
+def scans(table: pd.DataFrame, p_col: str) -> pd.DataFrame:
+    """One row per patient: scan label (any slice infected), slice count, P in slice order."""
+    rows = []
+    for g, part in table.groupby("group", sort=True):
+        order = pd.to_numeric(part["slice"], errors="coerce")
+        part = (
+            part.iloc[np.argsort(order.to_numpy(), kind="stable")] if order.notna().all() else part
+        )
+        rows.append(
+            {"group": g, "y": int(part["y"].max()), "n": len(part), "p": part[p_col].to_numpy()}
+        )
+    return pd.DataFrame(rows)
+
+
+def check_size(table: pd.DataFrame, truth: np.ndarray, where: str) -> None:
+    """Refuse data too small to say anything, naming what is missing."""
+    t = table[truth]
+    counts = {
+        "healthy patients": (t.loc[t["y"] == 0, "group"].nunique(), MIN_HEALTHY_PATIENTS),
+        "infected patients": (t.loc[t["y"] == 1, "group"].nunique(), MIN_INFECTED_PATIENTS),
+        "healthy slices": (int((t["y"] == 0).sum()), MIN_SLICES_PER_CLASS),
+        "infected slices": (int((t["y"] == 1).sum()), MIN_SLICES_PER_CLASS),
+    }
+    short = [f"{n} {what} (need {least})" for what, (n, least) in counts.items() if n < least]
+    if short:
+        raise InputError(
+            where,
+            "too little labelled data to calibrate: "
+            + ", ".join(short)
+            + " whose labels are true of the slice (slice labels, healthy scans, or a key slice "
+            "per study); label more scans",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The operating point asked for: a specificity or a sensitivity of slices (or neither:
+    calibrated P >= 0.5)."""
+
+    specificity: float | None = None
+    sensitivity: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.specificity is not None and self.sensitivity is not None:
+            raise InputError("--target-*", "give a target specificity or sensitivity, not both")
+        for name in ("specificity", "sensitivity"):
+            v = getattr(self, name)
+            if v is not None and not 0.5 <= v < 1.0:
+                raise InputError(f"--target-{name}", f"must lie in [0.5, 1), got {v!r}")
+
+    def threshold(self, p_cal, y, where: str) -> float:
+        p_cal, y = np.asarray(p_cal), np.asarray(y)
+        if self.specificity is not None:
+            return threshold_for_specificity(p_cal[y == 0], self.specificity, where)
+        if self.sensitivity is not None:
+            return threshold_for_sensitivity(p_cal[y == 1], self.sensitivity, where)
+        return 0.5
+
+    def describe(self) -> str:
+        if self.specificity is not None:
+            return f"slice specificity {self.specificity:g}"
+        if self.sensitivity is not None:
+            return f"slice sensitivity {self.sensitivity:g}"
+        return "calibrated P >= 0.5"
+
+
+def _rates(p_cal, y, t: float) -> tuple[float | None, float | None]:
+    p_cal, y = np.asarray(p_cal), np.asarray(y)
+    spec = float((p_cal[y == 0] < t).mean()) if (y == 0).any() else None
+    sens = float((p_cal[y == 1] >= t).mean()) if (y == 1).any() else None
+    return spec, sens
+
+
+def _scan_rule(
+    sc: pd.DataFrame,
+    cal: Calibration,
+    prior: Calibration,
+    base: ScanRule,
+    threshold: float,
+    fit: bool,
+) -> tuple[ScanRule, dict]:
+    """The scan rule on the new calibrated P: fitted on the site's whole scans where it has
+    healthy ones (just above the highest run statistic of a healthy scan), else the checkpoint's
+    rule moved onto the new calibration unchanged in the model's P."""
+    moved = cal.moved(base, prior)
+    volumes = sc[sc["n"] >= MIN_SCAN_SLICES]
+    healthy = volumes[volumes["y"] == 0]
+    if not fit:
+        return moved, {"scan_rule": "checkpoint's rule, moved onto this calibration"}
+    if not len(healthy):
+        return moved, {
+            "scan_rule": "checkpoint's rule, moved onto this calibration (no healthy scans)"
+        }
+    stat = lambda r: run_statistic(cal.apply(r), base.min_run)  # noqa: E731
+    top = max(stat(p) for p in healthy["p"])
+    t = round(float(np.clip(max(threshold, top + 0.5 * (1.0 - top)), 1e-4, 1 - 1e-4)), 4)
+    rule = dataclasses.replace(moved, slice_threshold=t, scan_threshold=0.0)
+    inf = volumes[volumes["y"] == 1]
+    called = [stat(p) >= t for p in inf["p"]]
+    return rule, {
+        "scan_rule": f"fitted: {len(healthy)} healthy scan(s) called healthy",
+        "n_scans_healthy": len(healthy),
+        "n_scans_infected": len(inf),
+        "scan_sensitivity": float(np.mean(called)) if called else None,
+    }
+
+
+def fit_site(
+    table: pd.DataFrame,
+    *,
+    prior: Calibration,
+    base_rule: ScanRule,
+    target: Target | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    where: str = "calibration data",
+    fit_scan_rule: bool = True,
+) -> Calibration:
+    """Fit a site calibration to ``table`` (columns ``group``, ``slice``, ``y``,
+    ``label_level``, ``p_model``): slice recalibration, the slice threshold for ``target``, the
+    scan rule and the scan probability, with bootstrap intervals over patients.
+
+    With ``fit_scan_rule`` False the checkpoint's rule is only moved onto the new calibration
+    (same verdicts as before on the model's P)."""
+    target = target or Target()
+    table = table.reset_index(drop=True)
+    truth = truth_rows(table)
+    check_size(table, truth, where)
+    t_rows = table[truth]
+    a, b = fit_platt(t_rows["p_model"], t_rows["y"], (prior.slope, prior.intercept))
+    cal = Calibration(slope=a, intercept=b)
+    p_cal = cal.apply(t_rows["p_model"])
+    y = t_rows["y"].to_numpy()
+    threshold = target.threshold(p_cal, y, where)
+    sc = scans(table.assign(p_cal=cal.apply(table["p_model"])), "p_model")
+    rule, scan_info = _scan_rule(sc, cal, prior, base_rule, threshold, fit_scan_rule)
+    score = np.array([rule.scan_score(cal.apply(p)) for p in sc["p"]])
+    sa, sb = fit_platt(score, sc["y"], (1.0, 0.0))
+    spec, sens = _rates(p_cal, y, threshold)
+    boot = _bootstrap(t_rows, prior, cal, target, threshold, n_boot, seed, where)
+    fitted = {
+        "data": where,
+        "n_patients": int(table["group"].nunique()),
+        "n_slices": len(table),
+        "n_slices_used": int(truth.sum()),
+        "n_healthy_slices": int((y == 0).sum()),
+        "n_infected_slices": int((y == 1).sum()),
+        "n_scans": len(sc),
+        "target": target.describe(),
+        "specificity": spec,
+        "sensitivity": sens,
+        **scan_info,
+        "ci95": boot,
+        "note": "specificity and sensitivity are measured on the calibration data itself",
+    }
+    return Calibration(
+        slope=a,
+        intercept=b,
+        threshold=threshold,
+        scan_rule=rule,
+        scan_slope=sa,
+        scan_intercept=sb,
+        origin="site",
+        fitted=fitted,
+    )
+
+
+def _bootstrap(
+    t_rows: pd.DataFrame,
+    prior: Calibration,
+    point: Calibration,
+    target: Target,
+    threshold: float,
+    n_boot: int,
+    seed: int,
+    where: str,
+) -> dict:
+    """95% intervals of the fit and of the operating point, patients resampled with replacement
+    (the threshold refitted per replicate; specificity and sensitivity of the chosen point;
+    replicates lacking a class or too small for the target are skipped and counted)."""
+    if n_boot <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    groups = t_rows["group"].to_numpy()
+    names = np.unique(groups)
+    index = {g: np.flatnonzero(groups == g) for g in names}
+    p, y = t_rows["p_model"].to_numpy(), t_rows["y"].to_numpy()
+    draws: dict[str, list[float]] = {
+        k: [] for k in ("slope", "intercept", "threshold", "spec", "sens")
+    }
+    for _ in range(n_boot):
+        rows = np.concatenate([index[g] for g in rng.choice(names, len(names))])
+        pb, yb = p[rows], y[rows]
+        if yb.min() == yb.max():
+            continue
+        a, b = fit_platt(pb, yb, (prior.slope, prior.intercept))
+        pc = Calibration(slope=a, intercept=b).apply(pb)
+        try:
+            t = target.threshold(pc, yb, where)
+        except InputError:
+            continue
+        spec, sens = _rates(point.apply(pb), yb, threshold)  # the chosen point, resampled
+        for k, v in zip(draws, (a, b, t, spec, sens), strict=True):
+            draws[k].append(v)
+    if target.specificity is None and target.sensitivity is None:
+        draws.pop("threshold")  # fixed at 0.5
+    out = {
+        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None
+        for k, v in draws.items()
+    }
+    out["n_boot"] = len(draws["slope"])
+    out["resampled"] = "patients"
+    return out
