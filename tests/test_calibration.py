@@ -174,7 +174,7 @@ def test_site_file_round_trips_and_bad_files_are_refused_by_name(tmp_path):
         back.check_model("cd" * 32, "other")
     back.check_model("ab" * 32, "m")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InputError, match="bad.json.*unreadable"):
+    with pytest.raises(InputError, match=r"bad\.json.*unreadable"):
         Calibration.load(tmp_path / "bad.json")
     (tmp_path / "odd.json").write_text(json.dumps({**cal.to_dict(), "colour": 1}))
     with pytest.raises(InputError, match="unknown calibration key"):

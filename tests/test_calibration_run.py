@@ -33,10 +33,8 @@ def test_calibrate_writes_a_site_file_for_its_model_and_never_touches_the_checkp
     data = write_phantom_dataset(tmp_path / "site", n_patients=8, n_slices=6, size=64, seed=3)
     before = _sha(tiny)
     out = tmp_path / "site.json"
-    code = main(
-        ["calibrate", "-q", "--checkpoint", str(tiny), "--data", str(data), "--out", str(out)]
-        + ["--target-specificity", "0.8", "--n-boot", "20", "--device", "cpu"]
-    )
+    args = ["calibrate", "-q", "--checkpoint", str(tiny), "--data", str(data), "--out", str(out)]
+    code = main([*args, "--target-specificity", "0.8", "--n-boot", "20", "--device", "cpu"])
     assert code == 0
     text = capsys.readouterr().out
     assert "operating point (slice specificity 0.8)" in text and "specificity" in text
