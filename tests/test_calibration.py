@@ -203,3 +203,18 @@ def test_tied_probabilities_still_meet_the_target():
     infected = np.r_[np.full(60, 0.7), np.linspace(0.1, 0.6, 40)]
     t = threshold_for_sensitivity(infected, 0.5)
     assert (infected >= t).mean() >= 0.5
+
+
+def test_auto_keeps_a_calibrated_model_and_refits_a_shifted_one():
+    from lungmtl.calibration.fit import choose_kind
+
+    calibrated = shifted_site(shift=0.0, seed=4)
+    kind, scores = choose_kind(calibrated, Calibration())
+    assert kind in ("none", "temperature") and set(scores) == {"none", "temperature", "platt"}
+    shifted = shifted_site(shift=-2.0, seed=4)
+    kind, scores = choose_kind(shifted, Calibration())
+    assert kind == "platt" and scores["platt"]["log_loss"] < scores["none"]["log_loss"]
+    cal = fit_site(shifted, prior=Calibration(), base_rule=ScanRule(), n_boot=0)
+    assert cal.fitted["kind"] == "platt" and cal.fitted["cross_validation"] == scores
+    with pytest.raises(InputError, match="unknown calibration kind"):
+        fit_site(shifted, prior=Calibration(), base_rule=ScanRule(), kind="isotonic")

@@ -72,6 +72,30 @@ def test_the_shipped_model_loads_by_name_with_its_checksum():
     assert out.seg.shape == (1, 1, 128, 128) and out.cls.shape == (1, 2)
 
 
+@pytest.mark.parametrize(
+    ("name", "mask_rule", "kind"),
+    [("covid-unet-cpu-v1", "gate", "temperature"), ("covid-unet-cpu-v2", "soft", "none")],
+)
+def test_each_shipped_file_carries_its_mask_rule_and_validation_calibration(name, mask_rule, kind):
+    """v1 keeps its hard gate, v2 its soft rule; both carry the calibration chosen on their
+    validation split (scripts/calibrate_release.py), with the scan rule on calibrated P."""
+    from lungmtl.calibration import Calibration
+    from lungmtl.predict import load_predictor
+    from lungmtl.scan_rule import ScanRule
+
+    if name not in SHIPPED:
+        pytest.skip(f"{name} is not shipped in this install")
+    predictor = load_predictor(name, "cpu")
+    assert predictor.mask_rule.kind == mask_rule
+    cal = predictor.calibration
+    assert cal.origin == "validation" and cal.fitted["kind"] == kind
+    assert set(cal.fitted["cross_validation"]) == {"none", "temperature", "platt"}
+    assert cal.identity == (kind == "none")
+    # The rule on calibrated P gives the verdicts of the checkpoint's rule on the model's P.
+    assert cal.scan_rule == Calibration(cal.slope, cal.intercept).moved(predictor.rule)
+    assert isinstance(cal.scan_rule, ScanRule) and cal.scan_rule.min_run == predictor.rule.min_run
+
+
 @pytest.mark.skipif(DEFAULT is None, reason="this install ships no model")
 def test_a_damaged_shipped_file_is_refused_with_the_reason(tmp_path):
     m = SHIPPED[DEFAULT]

@@ -62,6 +62,48 @@ def fit_platt(
     return float(res.x[0]), float(res.x[1])
 
 
+#: Slice recalibrations: whether each fits the slope and the intercept.
+KINDS = {"platt": (True, True), "temperature": (True, False), "none": (False, False)}
+
+
+def _fit(p_model, y, prior: Calibration, kind: str, strength: float = PRIOR) -> tuple[float, float]:
+    if kind == "none":
+        return prior.slope, prior.intercept
+    return fit_platt(p_model, y, (prior.slope, prior.intercept), strength, KINDS[kind][1])
+
+
+def log_loss(p, y) -> float:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    y = np.asarray(y, dtype=float)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def choose_kind(
+    t_rows: pd.DataFrame, prior: Calibration, strength: float = PRIOR, folds: int = 5, seed: int = 0
+) -> tuple[str, dict]:
+    """The recalibration with the lowest log-loss on held-out patients (``folds``-fold
+    cross-validation over ``group``; ties go to the simpler kind), and every kind's scores.
+    A model already calibrated for the site keeps its P instead of a fit to noise."""
+    from .measures import calibration_block
+
+    groups = t_rows["group"].unique()
+    folds = max(2, min(folds, len(groups)))
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(groups), np.arange(len(groups)) % folds, strict=True))
+    fold = t_rows["group"].map(fold_of).to_numpy()
+    p, y = t_rows["p_model"].to_numpy(), t_rows["y"].to_numpy()
+    scores = {}
+    for kind in ("none", "temperature", "platt"):  # simplest first
+        held = np.zeros(len(p))
+        for k in range(folds):
+            a, b = _fit(p[fold != k], y[fold != k], prior, kind, strength)
+            held[fold == k] = Calibration(slope=a, intercept=b).apply(p[fold == k])
+        block = calibration_block(held, y)
+        scores[kind] = {"log_loss": log_loss(held, y), "ece": block["ece"], "brier": block["brier"]}
+    best = min(scores, key=lambda k: round(scores[k]["log_loss"], 4))
+    return best, scores
+
+
 def _needed(target: float) -> int:
     """Fewest slices whose empirical quantile can place a threshold at ``target``."""
     return math.ceil(round(1.0 / (1.0 - target), 9))
@@ -232,19 +274,30 @@ def fit_site(
     seed: int = 0,
     where: str = "calibration data",
     fit_scan_rule: bool = True,
+    kind: str = "auto",
+    prior_strength: float = PRIOR,
 ) -> Calibration:
     """Fit a site calibration to ``table`` (columns ``group``, ``slice``, ``y``,
     ``label_level``, ``p_model``): slice recalibration, the slice threshold for ``target``, the
     scan rule and the scan probability, with bootstrap intervals over patients.
 
     With ``fit_scan_rule`` False the checkpoint's rule is only moved onto the new calibration
-    (same verdicts as before on the model's P)."""
+    (same verdicts as before on the model's P). ``kind`` is the slice recalibration: "platt"
+    (slope and intercept), "temperature" (the slope alone), "none" (the prior's, kept) or
+    "auto" (the one of them that predicts held-out patients best, :func:`choose_kind`)."""
+    if kind not in (*KINDS, "auto"):
+        raise InputError(
+            "--kind", f"unknown calibration kind {kind!r}; valid: auto, {', '.join(KINDS)}"
+        )
     target = target or Target()
     table = table.reset_index(drop=True)
     truth = truth_rows(table)
     check_size(table, truth, where)
     t_rows = table[truth]
-    a, b = fit_platt(t_rows["p_model"], t_rows["y"], (prior.slope, prior.intercept))
+    cv = None
+    if kind == "auto":
+        kind, cv = choose_kind(t_rows, prior, prior_strength, seed=seed)
+    a, b = _fit(t_rows["p_model"], t_rows["y"], prior, kind, prior_strength)
     cal = Calibration(slope=a, intercept=b)
     p_cal = cal.apply(t_rows["p_model"])
     y = t_rows["y"].to_numpy()
@@ -254,7 +307,9 @@ def fit_site(
     score = np.array([rule.scan_score(cal.apply(p)) for p in sc["p"]])
     sa, sb = fit_platt(score, sc["y"], (1.0, 0.0))
     spec, sens = _rates(p_cal, y, threshold)
-    boot = _bootstrap(t_rows, prior, cal, target, threshold, n_boot, seed, where)
+    boot = _bootstrap(
+        t_rows, prior, cal, target, threshold, n_boot, seed, where, kind, prior_strength
+    )
     fitted = {
         "data": where,
         "n_patients": int(table["group"].nunique()),
@@ -264,6 +319,8 @@ def fit_site(
         "n_infected_slices": int((y == 1).sum()),
         "n_scans": len(sc),
         "target": target.describe(),
+        "kind": kind,
+        "cross_validation": cv,
         "specificity": spec,
         "sensitivity": sens,
         **scan_info,
@@ -291,6 +348,8 @@ def _bootstrap(
     n_boot: int,
     seed: int,
     where: str,
+    kind: str = "platt",
+    strength: float = PRIOR,
 ) -> dict:
     """95% intervals of the fit and of the operating point, patients resampled with replacement
     (the threshold refitted per replicate; specificity and sensitivity of the chosen point;
@@ -310,7 +369,7 @@ def _bootstrap(
         pb, yb = p[rows], y[rows]
         if yb.min() == yb.max():
             continue
-        a, b = fit_platt(pb, yb, (prior.slope, prior.intercept))
+        a, b = _fit(pb, yb, prior, kind, strength)
         pc = Calibration(slope=a, intercept=b).apply(pb)
         try:
             t = target.threshold(pc, yb, where)

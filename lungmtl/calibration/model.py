@@ -117,6 +117,8 @@ class Calibration:
     def describe(self) -> str:
         if self.origin == "model":
             return "none (the model's own P)"
+        if self.origin == "validation" and self.identity:
+            return "checked on validation: the model's own P kept (rescaling did not help there)"
         where = f"site file {self.path}" if self.origin == "site" else "fitted on validation"
         return (
             f"{where}: P = sigmoid({self.slope:.3g} * logit(P_model) {self.intercept:+.3g}), "
@@ -130,7 +132,9 @@ class Calibration:
         return {"format": FORMAT, **d}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str | Path = "calibration") -> Calibration:
+    def from_dict(
+        cls, d: dict, where: str | Path = "calibration", path: str | Path | None = None
+    ) -> Calibration:
         d = dict(d)
         if d.pop("format", FORMAT) != FORMAT:
             raise InputError(where, f"not a lungmtl calibration (no format {FORMAT!r})")
@@ -141,7 +145,7 @@ class Calibration:
         try:
             if d.get("scan_rule") is not None:
                 d["scan_rule"] = ScanRule.from_dict(d["scan_rule"])
-            return cls(**d, path=None if where == "calibration" else str(where))
+            return cls(**d, path=None if path is None else str(path))
         except (TypeError, ValueError) as e:
             raise InputError(where, f"invalid calibration: {e}") from None
 
@@ -163,7 +167,7 @@ class Calibration:
             raise InputError(path, f"unreadable calibration file: {e}") from None
         if not isinstance(d, dict):
             raise InputError(path, "not a lungmtl calibration (expected a JSON object)")
-        return cls.from_dict(d, path)
+        return cls.from_dict(d, path, path)
 
     def check_model(self, sha256: str, name: str) -> None:
         """Refuse a site file fitted on another model's outputs: its numbers mean nothing here."""

@@ -72,6 +72,7 @@ def calibrate(
     cache_dir: str | None = None,
     progress: bool = True,
     seed: int = 0,
+    kind: str = "auto",
 ) -> Calibration:
     """Fit a site calibration for a checkpoint on labelled ``data`` (any layout lungmtl reads;
     without ``data``, the run's own ``split``) and write it to ``out`` (a .json file).
@@ -108,7 +109,14 @@ def calibrate(
     raw_rule = ScanRule.from_dict(ck["scan_rule"]) if ck.get("scan_rule") else ScanRule()
     base = prior.scan_rule or prior.moved(raw_rule)
     cal = fit_site(
-        table, prior=prior, base_rule=base, target=target, n_boot=n_boot, seed=seed, where=where
+        table,
+        prior=prior,
+        base_rule=base,
+        target=target,
+        n_boot=n_boot,
+        seed=seed,
+        where=where,
+        kind=kind,
     )
     name = ck.get("model_name") or checkpoint_path.name
     cal = dataclasses.replace(cal, model={"name": name, "sha256": sha256(checkpoint_path)})

@@ -192,6 +192,7 @@ def _calibrate(args) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
         seed=args.seed,
+        kind=args.kind,
     )
     print(format_calibration(cal))
     print(f"site calibration: {args.out} (use: lungmtl predict --calibration {args.out} ...)")
@@ -213,7 +214,8 @@ def format_calibration(cal) -> str:
         [
             f"fitted on {f['data']}: {f['n_patients']} patients, {f['n_healthy_slices']} healthy "
             f"and {f['n_infected_slices']} infected slices used (of {f['n_slices']})",
-            f"calibration: temperature {cal.temperature:.3f}, slope {cal.slope:.3f}{iv('slope')}, "
+            f"calibration ({f.get('kind')}): temperature {cal.temperature:.3f}, "
+            f"slope {cal.slope:.3f}{iv('slope')}, "
             f"intercept {cal.intercept:+.3f}{iv('intercept')}",
             f"operating point ({f['target']}): P >= {cal.threshold:.3f}{iv('threshold')}",
             f"  specificity {rate('specificity', 'spec')}, "

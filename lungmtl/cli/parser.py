@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_probability,
         help="slice threshold calling this share of infected slices infected",
     )
+    k.add_argument(
+        "--kind",
+        choices=["auto", "platt", "temperature", "none"],
+        default="auto",
+        help="the recalibration of P: auto = the one that predicts held-out patients best",
+    )
     k.add_argument("--n-boot", type=_at_least(0), default=1000, help="bootstrap replicates")
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--device", default="auto")

@@ -82,7 +82,7 @@ register(
     ShippedModel(
         name="covid-unet-cpu-v1",
         file="covid-unet-cpu-v1.pt",
-        sha256="bb4c162df2e80c6bb8ce220b1b24a0b67f7715255929e731fed636a80e471edf",
+        sha256="f267306ea00f8bdc6be3a7a8e04d9f482b97136ce05cc8c8e07ebbff68ce4bbb",
         description=(
             "U-Net x0.125 + CBAM, 128 px lung crop, 3 seeds x 40 epochs of "
             "configs/release-cpu.yaml, left-right test-time flip; research use only"
@@ -95,7 +95,7 @@ register(
     ShippedModel(
         name="covid-unet-cpu-v2",
         file="covid-unet-cpu-v2.pt",
-        sha256="e4d2c841454e3c2e4e9de25fa8579ed1c81432179cf3e0c9ced8046e7c17cbc4",
+        sha256="970a4918bf870a65e4a4460ed2d47a59c45bc2a77c2fc2e605b888475ea902fe",
         description=(
             "U-Net x0.125 + CBAM, 128 px lung crop, 3 seeds x 40 epochs of "
             "configs/release-cpu-v2.yaml (Tversky, hospital looks, healthy slices as empty masks), "

@@ -141,6 +141,8 @@ def _calibration(c: dict | None) -> str:
     """One line on where P(infected) and the slice threshold come from."""
     if not c or c.get("origin") == "model":
         return "none (the model's own P)"
+    if c.get("origin") == "validation" and c["slope"] == 1 and c["intercept"] == 0:
+        return "checked on validation: the model's own P kept"
     where = f"site file {c.get('file')}" if c.get("origin") == "site" else "fitted on validation"
     return f"{where}; temperature {c['temperature']:g}, slice threshold {c['threshold']:.3g}"
 
