@@ -46,7 +46,17 @@ def test_calibrate_writes_a_site_file_for_its_model_and_never_touches_the_checkp
     assert main(["calibrate", "--checkpoint", str(tiny), "--data", str(data), "--out",
                  str(tmp_path / "x.pt")]) == 2  # fmt: skip
     assert "written as a .json file" in capsys.readouterr().err
-    small = write_phantom_dataset(tmp_path / "small", n_patients=2, n_slices=4, size=64, seed=4)
+    # One healthy image (each image of a class folder is its own patient): too little.
+    from data_helpers import png
+
+    from lungmtl.data.phantom import make_phantom_volume
+
+    vol = make_phantom_volume(1, 6, 64).hu
+    grey = (np.clip((vol + 1000) / 1400, 0, 1) * 255).astype(np.uint8)
+    png(tmp_path / "small" / "normal" / "a.png", grey[0])
+    for k in (2, 3, 4):
+        png(tmp_path / "small" / "covid" / f"b{k}.png", grey[k])
+    small = tmp_path / "small"
     assert main(["calibrate", "-q", "--checkpoint", str(tiny), "--data", str(small), "--out",
                  str(tmp_path / "s.json")]) == 2  # fmt: skip
     assert "too little labelled data to calibrate" in capsys.readouterr().err
@@ -120,3 +130,47 @@ def test_evaluate_reports_calibration_and_takes_a_site_file(phantom, tmp_path):
     rows = pd.read_csv(tmp_path / "site" / "predictions.csv")
     assert (rows["p_infected"] < rows["p_model"] + 1e-9).all()
     assert json.loads((tmp_path / "site" / "metrics.json").read_text())["threshold"] == 0.2
+
+
+def _dicom_scan(folder, hu: np.ndarray, patient: str) -> None:
+    from data_helpers import write_dicom
+
+    for k, plane in enumerate(hu):
+        write_dicom(
+            folder / f"{k:03d}.dcm",
+            np.clip(plane + 1024, 0, 4000),
+            z=2.0 * k,
+            series=f"1.2.826.0.1.{abs(hash(patient)) % 10**8}",
+            instance=k + 1,
+            PatientID=patient,
+            spacing=(0.8, 0.8),
+        )
+
+
+def test_whole_scans_labelled_healthy_or_infected_calibrate_the_scan_rule(tiny, tmp_path, capsys):
+    """DICOM series labelled per scan (dicom-healthy: / dicom-infected:): no slice says which
+    slices of an infected scan are infected, so P is kept, the threshold for a specificity comes
+    from the healthy scans and the scan rule calls every healthy scan healthy."""
+    from lungmtl.data.phantom import make_phantom_volume
+
+    for k in range(3):
+        _dicom_scan(
+            tmp_path / "healthy" / f"h{k}", make_phantom_volume(k, 10, 64, False).hu, f"h{k}"
+        )
+    for k in range(2):
+        _dicom_scan(tmp_path / "infected" / f"i{k}", make_phantom_volume(9 + k, 10, 64).hu, f"i{k}")
+    out = tmp_path / "site.json"
+    args = ["calibrate", "-q", "--checkpoint", str(tiny), "--out", str(out), "--device", "cpu",
+            "--data", f"dicom-healthy:{tmp_path / 'healthy'}",
+            "--data", f"dicom-infected:{tmp_path / 'infected'}", "--n-boot", "20"]  # fmt: skip
+    assert main([*args, "--target-specificity", "0.9"]) == 0, capsys.readouterr().err
+    cal = Calibration.load(out)
+    assert cal.fitted["kind"] == "none" and cal.identity
+    assert cal.fitted["n_scans_healthy"] == 3 and cal.fitted["n_patients"] == 5
+    assert cal.fitted["specificity"] >= 0.9 and cal.fitted["ci95"]["spec"] is not None
+    for k in range(3):
+        r = predict(tiny, [tmp_path / "healthy" / f"h{k}"], tmp_path / f"p{k}",
+                    FAST.__class__(**{**FAST.__dict__, "calibration": str(out)}))[0]  # fmt: skip
+        assert r.ok and r.summary["verdict"] == "healthy", r.message
+    assert main([*args, "--target-sensitivity", "0.9"]) == 2
+    assert "needs at least 5 slices labelled infected" in capsys.readouterr().err

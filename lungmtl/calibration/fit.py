@@ -171,14 +171,18 @@ def scans(table: pd.DataFrame, p_col: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def check_size(table: pd.DataFrame, truth: np.ndarray, where: str) -> None:
-    """Refuse data too small to say anything, naming what is missing."""
+def check_size(table: pd.DataFrame, truth: np.ndarray, where: str) -> bool:
+    """Refuse data too small to say anything, naming what is missing; True when the infected
+    slices whose labels are true of the slice suffice to recalibrate P (else only scans and
+    healthy slices speak: the threshold for a specificity, the scan rule)."""
     t = table[truth]
     counts = {
         "healthy patients": (t.loc[t["y"] == 0, "group"].nunique(), MIN_HEALTHY_PATIENTS),
-        "infected patients": (t.loc[t["y"] == 1, "group"].nunique(), MIN_INFECTED_PATIENTS),
+        "infected patients": (
+            table.loc[table["y"] == 1, "group"].nunique(),
+            MIN_INFECTED_PATIENTS,
+        ),
         "healthy slices": (int((t["y"] == 0).sum()), MIN_SLICES_PER_CLASS),
-        "infected slices": (int((t["y"] == 1).sum()), MIN_SLICES_PER_CLASS),
     }
     short = [f"{n} {what} (need {least})" for what, (n, least) in counts.items() if n < least]
     if short:
@@ -186,9 +190,9 @@ def check_size(table: pd.DataFrame, truth: np.ndarray, where: str) -> None:
             where,
             "too little labelled data to calibrate: "
             + ", ".join(short)
-            + " whose labels are true of the slice (slice labels, healthy scans, or a key slice "
-            "per study); label more scans",
+            + " (healthy: slice labels, healthy scans or a key slice per study); label more scans",
         )
+    return int((t["y"] == 1).sum()) >= MIN_SLICES_PER_CLASS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,10 +296,19 @@ def fit_site(
     target = target or Target()
     table = table.reset_index(drop=True)
     truth = truth_rows(table)
-    check_size(table, truth, where)
+    slice_infected = check_size(table, truth, where)
     t_rows = table[truth]
-    cv = None
-    if kind == "auto":
+    cv, note = None, None
+    if not slice_infected:
+        if target.sensitivity is not None:
+            raise InputError(
+                where,
+                f"a target sensitivity needs at least {MIN_SLICES_PER_CLASS} slices labelled "
+                "infected (slice labels or a key slice per study); scan labels alone say which "
+                "slices of an infected scan are healthy",
+            )
+        kind, note = "none", "no slice-level infected labels: P kept, only scans fitted"
+    elif kind == "auto":
         kind, cv = choose_kind(t_rows, prior, prior_strength, seed=seed)
     a, b = _fit(t_rows["p_model"], t_rows["y"], prior, kind, prior_strength)
     cal = Calibration(slope=a, intercept=b)
@@ -320,6 +333,7 @@ def fit_site(
         "n_scans": len(sc),
         "target": target.describe(),
         "kind": kind,
+        "kind_note": note,
         "cross_validation": cv,
         "specificity": spec,
         "sensitivity": sens,
@@ -367,7 +381,7 @@ def _bootstrap(
     for _ in range(n_boot):
         rows = np.concatenate([index[g] for g in rng.choice(names, len(names))])
         pb, yb = p[rows], y[rows]
-        if yb.min() == yb.max():
+        if yb.min() == yb.max() and kind != "none":
             continue
         a, b = _fit(pb, yb, prior, kind, strength)
         pc = Calibration(slope=a, intercept=b).apply(pb)
@@ -377,7 +391,8 @@ def _bootstrap(
             continue
         spec, sens = _rates(point.apply(pb), yb, threshold)  # the chosen point, resampled
         for k, v in zip(draws, (a, b, t, spec, sens), strict=True):
-            draws[k].append(v)
+            if v is not None:
+                draws[k].append(v)
     if target.specificity is None and target.sensitivity is None:
         draws.pop("threshold")  # fixed at 0.5
     out = {

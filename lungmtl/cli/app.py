@@ -17,7 +17,7 @@ def _check_out(args) -> None:
     if not out:
         return
     p = Path(out)
-    if args.fn in (commands._data_build, commands._export, commands._compare):
+    if args.fn in (commands._data_build, commands._export, commands._compare, commands._calibrate):
         if p.is_dir():
             raise InputError(p, "--out names an existing folder; give a file name")
     elif p.exists() and not p.is_dir():
