@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from lungmtl.calibration import calibration_block
-from lungmtl.calibration.fit import PRIOR, Target, fit_site, threshold_for_sensitivity, truth_rows
+from lungmtl.calibration.fit import PRIOR, fit_site, truth_rows
 from lungmtl.calibration.model import Calibration
 from lungmtl.calibration.run import model_outputs
+from lungmtl.calibration.thresholds import Target, threshold_for_sensitivity
 from lungmtl.errors import InputError
 from lungmtl.models import checkpoint
 from lungmtl.scan_rule import ScanRule

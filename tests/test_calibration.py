@@ -9,17 +9,15 @@ import pandas as pd
 import pytest
 
 from lungmtl.calibration import Calibration, calibration_block
-from lungmtl.calibration.fit import (
+from lungmtl.calibration.fit import fit_platt, fit_site, truth_rows
+from lungmtl.calibration.measures import expected_calibration_error
+from lungmtl.calibration.model import sigmoid
+from lungmtl.calibration.thresholds import (
     Target,
-    fit_platt,
-    fit_site,
     run_statistic,
     threshold_for_sensitivity,
     threshold_for_specificity,
-    truth_rows,
 )
-from lungmtl.calibration.measures import expected_calibration_error
-from lungmtl.calibration.model import sigmoid
 from lungmtl.errors import InputError
 from lungmtl.scan_rule import ScanRule
 

@@ -19,8 +19,9 @@ from ..forward import slice_probabilities
 from ..models import checkpoint
 from ..models.shipped import default_checkpoint, sha256
 from ..scan_rule import ScanRule
-from .fit import Target, fit_site
+from .fit import fit_site
 from .model import Calibration
+from .thresholds import Target
 
 
 def model_outputs(

@@ -177,8 +177,8 @@ def _predict(args) -> int:
 
 
 def _calibrate(args) -> int:
-    from ..calibration.fit import Target
     from ..calibration.run import calibrate
+    from ..calibration.thresholds import Target
 
     target = Target(specificity=args.target_specificity, sensitivity=args.target_sensitivity)
     cal = calibrate(
