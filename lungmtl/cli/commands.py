@@ -150,6 +150,7 @@ def _predict(args) -> int:
         resume=args.resume,
         engine=args.engine,
         calibration=args.calibration,
+        dicom_seg=args.dicom_seg,
     )
     shown: list[str] = []
 

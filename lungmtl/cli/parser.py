@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--resume", action="store_true", help="skip cases already finished in OUT")
     r.add_argument("--calibration", metavar="SITE_JSON", help=CALIBRATION_HELP)
+    r.add_argument(
+        "--no-dicom-seg",
+        dest="dicom_seg",
+        action="store_false",
+        help="do not write seg.dcm (DICOM SEG) beside a DICOM series input",
+    )
 
     x = add(
         "export",

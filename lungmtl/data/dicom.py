@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 
 from ..errors import InputError
-from .image import ImageData, affine_spacing, readonly, reorients, to_canonical
+from .image import DicomSource, ImageData, affine_spacing, readonly, reorients, to_canonical
 
 GAP_FACTOR = 1.5
 
@@ -304,6 +304,9 @@ def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
     if len(shapes) > 1:
         raise InputError(folder, f"slices of one series differ in size: {sorted(shapes)}")
     vol = np.stack(slices)
+    for _, ds in datasets:  # keep the headers (for DICOM outputs), not a second copy of pixels
+        if "PixelData" in ds:
+            del ds.PixelData
     first = _slice_geometry(datasets[0][1], datasets[0][0])[2]
     last = _slice_geometry(datasets[-1][1], datasets[-1][0])[2]
     lps = np.eye(4)
@@ -325,4 +328,5 @@ def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
         folder,
         reorients(stored, folder),
         known,
+        DicomSource(tuple(ds for _, ds in datasets), stored),
     )

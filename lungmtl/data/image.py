@@ -53,6 +53,8 @@ class ImageData:
         reoriented: the file stores its voxels in another order than the canonical view (a
             prone DICOM, most NIfTI files): a mask without geometry (PNG, ``.npy``) cannot be
             laid on it, since nothing says which of the two orders it follows.
+        dicom: for a DICOM series, its files' headers and stored voxel order
+            (:class:`DicomSource`), so that results can be written back as DICOM.
     """
 
     array: np.ndarray
@@ -62,6 +64,30 @@ class ImageData:
     path: Path
     reoriented: bool = False
     spacing_known: bool = True
+    dicom: DicomSource | None = None
+
+
+@dataclass(frozen=True)
+class DicomSource:
+    """The DICOM files a volume was read from, in the order of its stored slices.
+
+    Attributes:
+        headers: each slice's dataset without its pixel data, ordered by position along the
+            slice normal (the stored volume's axis 0).
+        stored_affine: 4x4 mapping (slice, row, column) indices of the stored pixel grid (before
+            the canonical view) to RAS+ world millimetres.
+    """
+
+    headers: tuple
+    stored_affine: np.ndarray
+
+    def to_stored(self, canonical: np.ndarray, affine: np.ndarray) -> np.ndarray:
+        """A (Z, H, W) array in the canonical view (``affine``) back in the stored order, so
+        that ``result[k]`` lies on the pixel grid of ``headers[k]``."""
+        back = ornt.ornt_transform(
+            ornt.io_orientation(affine), ornt.io_orientation(self.stored_affine)
+        )
+        return np.ascontiguousarray(ornt.apply_orientation(canonical, back))
 
 
 def suffix_of(path: str | Path) -> str:

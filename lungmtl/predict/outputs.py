@@ -99,6 +99,8 @@ def write_case(
         stage = Path(staging)
         write_mask_like(mask, case.image, stage / "mask.nii.gz")
         slices.to_csv(stage / "slices.csv", index=False)
+        if opts.dicom_seg and case.image.dicom is not None:
+            _dicom_seg(predictor, case, outcome, stage / "seg.dcm")
         if opts.report:
             pictures = {"overlays": report.case_overlay_sheet(case, mask, slices, stage)}
             explained = outcome.top[: opts.gradcam] if opts.gradcam else []
@@ -116,6 +118,19 @@ def write_case(
     # Written last and atomically: its presence marks a finished case (see ``resume``).
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=_json_default))
     return summary
+
+
+def _dicom_seg(predictor: Predictor, case: Case, outcome: Outcome, path: Path) -> None:
+    """seg.dcm beside a DICOM input; where highdicom refuses the source headers, the case keeps
+    its other outputs and the summary says why there is no seg.dcm."""
+    from .dicomseg import write_dicom_seg
+
+    try:
+        write_dicom_seg(outcome.mask, outcome.lung, case.image, path, predictor.model_name)
+        outcome.summary["dicom_seg"] = path.name
+    except (ValueError, AttributeError, TypeError) as e:
+        outcome.summary["dicom_seg"] = None
+        outcome.summary["warnings"].append(f"seg.dcm not written: {type(e).__name__}: {e}")
 
 
 def _json_default(v):

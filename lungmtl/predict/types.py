@@ -96,6 +96,8 @@ class PredictOptions:
             input; a case folder holding another input's results is predicted again.
         rule: the scan rule (:class:`lungmtl.scan_rule.ScanRule`); None = the one the
             checkpoint carries, else ``min_consecutive`` slices in a row at ``threshold``.
+        dicom_seg: beside a DICOM series input, also write ``seg.dcm`` (DICOM Segmentation of
+            the infection and the lungs on the series' own frames).
         calibration: a site calibration file (``lungmtl calibrate``): P(infected), the slice
             threshold and the scan rule are read from it instead of the checkpoint's.
         engine: "torch" (eager PyTorch) or "onnx": the model stage through ONNX Runtime on the
@@ -118,6 +120,7 @@ class PredictOptions:
     engine: str = "torch"
     rule: ScanRule | None = None
     calibration: str | None = None
+    dicom_seg: bool = True
 
     def __post_init__(self) -> None:
         # Refused up front, not by every case with an internal message naming its input.
