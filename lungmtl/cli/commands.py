@@ -50,6 +50,26 @@ def _data_build(args) -> int:
     return 0
 
 
+def _data_export(args) -> int:
+    from ..data.nnunet import assign_split, export_nnunet
+    from ..data.sources import load_sources
+    from ..models import checkpoint
+    from ..models.shipped import default_checkpoint
+
+    path = checkpoint.resolve(args.checkpoint or default_checkpoint())
+    meta = checkpoint.read(path)
+    sources = args.data or meta["run_config"]["data"]["sources"]
+    if not args.data and meta.get("split_record") is not None and os.environ.get("LUNGMTL_DATA"):
+        sources = [os.environ["LUNGMTL_DATA"]]  # a shipped model's data, where it is here
+    table = assign_split(load_sources(sources), checkpoint.split_record(path, meta))
+    window = tuple(meta["run_config"]["preprocess"]["window"])
+    ds = export_nnunet(table, args.out, dataset_id=args.dataset_id, name=args.name, window=window)
+    root = Path(args.out) / f"Dataset{args.dataset_id:03d}_{args.name}"
+    counts = table["split"].value_counts().to_dict()
+    print(f"{root}: {ds['numTraining']} training cases; split of {path.name}: {counts}")
+    return 0
+
+
 def _data_download(args) -> int:
     from ..data.download import download
 
@@ -104,6 +124,8 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from ..evaluation import evaluate
 
+    if args.predictions or args.truth:
+        return _evaluate_predictions(args)
     m = evaluate(
         args.checkpoint,
         args.out,
@@ -175,6 +197,22 @@ def _predict(args) -> int:
     again = f" ({before} finished before, not redone)" if before else ""
     print(f"{len(results) - failed} case(s) ok{again}, {failed} failed; outputs in {args.out}")
     return 1 if failed else 0
+
+
+def _evaluate_predictions(args) -> int:
+    from ..evaluation.foreign import evaluate_predictions
+
+    if not (args.predictions and args.truth):
+        raise InputError("--predictions", "give both --predictions DIR and --truth EXPORT_DIR")
+    m = evaluate_predictions(args.predictions, args.truth, args.out, split=args.split)
+    v = m["per_volume"]
+    print(
+        f"n_slices={m['n_slices']}, dice_mean={m['dice_mean']:.4f}, "
+        f"dice_infected_mean={m['dice_infected_mean']:.4f}, auc={m['auc']}, "
+        f"per-scan dice={v.get('dice_mean')} (n={v.get('n_volumes')})"
+    )
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
 
 
 def _calibrate(args) -> int:

@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip unreadable slices and report them instead of stopping",
     )
     b.add_argument("-q", "--quiet", action="store_true")
+    x = dsub.add_parser(
+        "export",
+        help="write the data as an nnU-Net v2 raw dataset on a checkpoint's patient split",
+    )
+    x.set_defaults(fn=commands._data_export)
+    x.add_argument("--format", required=True, choices=["nnunet"])
+    x.add_argument("--out", required=True, help="folder for DatasetNNN_NAME")
+    x.add_argument("--checkpoint", help="whose patient split to use; " + CHECKPOINT_HELP)
+    x.add_argument("--data", action="append", help="data folder(s); default: the run's sources")
+    x.add_argument("--dataset-id", type=_at_least(1), default=501)
+    x.add_argument("--name", default="LungMTL")
+    x.add_argument("-q", "--quiet", action="store_true")
     d = dsub.add_parser("download", help="download and verify a public dataset")
     d.set_defaults(fn=commands._data_download)
     d.add_argument("name")
@@ -103,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="zero the infection map outside the (derived) lung mask",
     )
     e.add_argument("--calibration", metavar="SITE_JSON", help=CALIBRATION_HELP)
+    e.add_argument(
+        "--predictions",
+        metavar="DIR",
+        help="score another model's masks in DIR (nnU-Net output, ...) against --truth",
+    )
+    e.add_argument(
+        "--truth",
+        metavar="EXPORT_DIR",
+        help="with --predictions: the DatasetNNN_NAME folder of `lungmtl data export`",
+    )
 
     k = add(
         "calibrate",

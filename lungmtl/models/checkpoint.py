@@ -115,3 +115,18 @@ def restore(path: str | Path, map_location: str | torch.device = "cpu") -> Resto
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """The model of a checkpoint alone (:func:`restore` without the rest)."""
     return restore(path, map_location).model
+
+
+def split_record(path: str | Path, meta: dict[str, Any] | None = None):
+    """The patient split a checkpoint was trained on (source, patient, image, index, split): the
+    record a shipped model carries (its held-out slices), else its run's ``split.csv``."""
+    import pandas as pd
+
+    path = resolve(path)
+    meta = read(path) if meta is None else meta
+    if meta.get("split_record") is not None:
+        return pd.DataFrame(meta["split_record"], dtype=str)
+    csv = path.parent / "split.csv"
+    if not csv.exists():
+        raise CheckpointError(path, f"no split recorded (no split_record, no {csv})")
+    return pd.read_csv(csv, dtype=str, keep_default_na=False)
