@@ -173,6 +173,7 @@ def _predict(args) -> int:
         engine=args.engine,
         calibration=args.calibration,
         dicom_seg=args.dicom_seg,
+        assume_chest=args.assume_chest,
     )
     shown: list[str] = []
 

@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="skip cases already finished in OUT")
     r.add_argument("--calibration", metavar="SITE_JSON", help=CALIBRATION_HELP)
     r.add_argument(
+        "--assume-chest",
+        action="store_true",
+        help="the inputs are chest CT: predict a slice where no lung is found instead of "
+        "refusing it (said in summary.json)",
+    )
+    r.add_argument(
         "--no-dicom-seg",
         dest="dicom_seg",
         action="store_false",

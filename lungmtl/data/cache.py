@@ -28,7 +28,7 @@ from ..errors import InputError
 from .preprocess import PreprocessConfig, preprocess_slice
 from .sources import load_slice
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: lung-cropped slices keep their border lungs (lungmask.is_lung_crop)
 UNKNOWN = 255
 
 

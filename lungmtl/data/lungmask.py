@@ -41,8 +41,8 @@ def derive_lung_mask(unit_image: np.ndarray) -> np.ndarray:
     into its partial-volume rim, is closed with a disk (radius side/40) and has its holes up to 3%
     of the slice filled (not a mediastinum enclosed by touching lungs), so vessels and lesions
     (ground glass, consolidation: brighter than lung) inside or at the edge of the lung are
-    included. Slices cropped to the lungs (all dark regions touch the border) keep
-    the dark regions that do not touch all four edges.
+    included. Slices cropped to the lungs (most of the border is tissue, :func:`is_lung_crop`)
+    keep the dark regions that touch the border but not all four edges.
 
     Known weak spots: slices holding a sliver of lung (apex, bases) where bowel gas or the trachea
     is larger than the lung, and a lung wholly consolidated (as bright as tissue).
@@ -53,16 +53,12 @@ def derive_lung_mask(unit_image: np.ndarray) -> np.ndarray:
     Returns:
         bool array, same shape; all False when no lung-like region is found.
     """
-    image = check_2d(unit_image, "image").astype(np.float32)
-    h, w = image.shape
-    smooth = ndimage.gaussian_filter(image, sigma=_SMOOTH_SIGMA * max(1.0, min(h, w) / 256.0))
-    lo = float(smooth.min())
-    inside = smooth[smooth > lo + 0.02]
-    values = inside if inside.size > 0.05 * smooth.size else smooth.ravel()
-    if float(values.max()) - float(values.min()) < 1e-3:
+    found = _dark_map(unit_image)
+    if found is None:
+        h, w = np.asarray(unit_image).shape
         return np.zeros((h, w), dtype=bool)
-    threshold = filters.threshold_otsu(values)
-    bright = float(values[values >= threshold].mean())
+    smooth, threshold, bright = found
+    h, w = smooth.shape
     dark = smooth < threshold
     edge = smooth < threshold + _EDGE_ALPHA * (bright - threshold)
     keep = _lung_components(dark)
@@ -88,15 +84,36 @@ def derive_lung_mask(unit_image: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dark_map(unit_image: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """The lightly smoothed slice, the Otsu threshold between air/lung and tissue, and the mean
+    tissue level above it (padding at the minimum ignored); None for a flat slice."""
+    image = check_2d(unit_image, "image").astype(np.float32)
+    h, w = image.shape
+    smooth = ndimage.gaussian_filter(image, sigma=_SMOOTH_SIGMA * max(1.0, min(h, w) / 256.0))
+    lo = float(smooth.min())
+    inside = smooth[smooth > lo + 0.02]
+    values = inside if inside.size > 0.05 * smooth.size else smooth.ravel()
+    if float(values.max()) - float(values.min()) < 1e-3:
+        return None
+    threshold = filters.threshold_otsu(values)
+    return smooth, float(threshold), float(values[values >= threshold].mean())
+
+
+def looks_like_lung_crop(unit_image: np.ndarray) -> bool:
+    """Whether a windowed slice in [0, 1] is cropped to the lungs (see :func:`is_lung_crop`)."""
+    found = _dark_map(unit_image)
+    return found is not None and is_lung_crop(found[0] < found[1])
+
+
 def _lung_components(dark: np.ndarray) -> list[np.ndarray]:
     """Pick the one or two lung components out of a dark (air-like) binary map."""
     h, w = dark.shape
     min_area = _MIN_AREA * h * w
     labels = measure.label(segmentation.clear_border(dark), connectivity=1)
     regions = [r for r in measure.regionprops(labels) if r.area >= min_area]
-    if not regions:
-        # Slices cropped to the lungs: every dark region touches the border. Outside air of a
-        # full field of view surrounds the body, so it touches all four edges; lungs do not.
+    if not regions or is_lung_crop(dark):
+        # Slices cropped to the lungs: the lungs touch the border. Outside air of a full field
+        # of view surrounds the body, so it touches all four edges; lungs do not.
         labels = measure.label(dark, connectivity=1)
         regions = [
             r
@@ -114,6 +131,19 @@ def _lung_components(dark: np.ndarray) -> list[np.ndarray]:
     if len(regions) > 1 and regions[1].area >= _SECOND_LUNG_RATIO * regions[0].area:
         keep.append(regions[1])
     return [labels == r.label for r in keep]
+
+
+#: Share of the image border that is tissue above which a slice is taken as a lung crop: full
+#: fields of view have air (or padding) along the border (at most 0.32 of it tissue over the
+#: real sources), published lung crops cut through the chest wall (medseg100: 0.64 and more).
+CROP_BORDER_TISSUE = 0.5
+
+
+def is_lung_crop(dark: np.ndarray) -> bool:
+    """A slice cropped to the lungs (medseg100 and other published crops): most of the image
+    border crosses tissue, not the air around the body; its lungs then touch the border."""
+    border = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
+    return float(1.0 - border.mean()) >= CROP_BORDER_TISSUE
 
 
 def _touches_all_edges(bbox: tuple[int, int, int, int], h: int, w: int) -> bool:

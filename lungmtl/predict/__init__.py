@@ -48,7 +48,7 @@ def predict_case(predictor: Predictor, case: Case, out_dir: Path, opts: PredictO
     # From here on the folder's old results no longer vouch for this case (see ``resume``).
     (out_dir / "summary.json").unlink(missing_ok=True)
     t = time.perf_counter()
-    pre = preprocess_case(case, predictor.preprocess)
+    pre = preprocess_case(case, predictor.preprocess, opts.assume_chest)
     t = clock.lap("preprocess", t)
     p_model, seg_prob = run_model(predictor, pre.images, opts.batch_size)
     t = clock.lap("model", t)

@@ -11,12 +11,13 @@ a manifest gives one, else the lung mask derived during pre-processing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ..data.preprocess import PreprocessConfig, paste_back, preprocess_slice
+from ..data.lungmask import looks_like_lung_crop
+from ..data.preprocess import PreprocessConfig, paste_back, preprocess_slice, to_unit
 from ..errors import InputError
 from ..scan_rule import ScanRule
 from .engine import Predictor, engine_name
@@ -39,6 +40,7 @@ class Preprocessed:
     images: np.ndarray
     lung_small: np.ndarray
     boxes: list
+    assumed: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -102,12 +104,17 @@ def neighbour_correlation(volume: np.ndarray, max_slices: int = 16) -> float:
     return float(np.median(values))
 
 
-def preprocess_case(case: Case, cfg: PreprocessConfig) -> Preprocessed:
+def preprocess_case(case: Case, cfg: PreprocessConfig, assume_chest: bool = False) -> Preprocessed:
     """Check that the case is a CT showing lungs and pre-process its slices for the model.
+
+    What was assumed about the input goes to ``Preprocessed.assumed`` (summary.json): slices
+    cropped to the lungs (detected, :func:`lungmtl.data.lungmask.is_lung_crop`), and with
+    ``assume_chest`` a case where no lung was found, predicted instead of refused.
 
     Raises:
         InputError: random noise, or a scan where no slice shows lung (not a chest CT, or the
-            wrong region). A scan showing little lung gets a warning in ``case.warnings``.
+            wrong region) unless ``assume_chest``. A scan showing little lung gets a warning in
+            ``case.warnings``.
     """
     vol = case.image.array
     r = neighbour_correlation(vol)
@@ -129,18 +136,25 @@ def preprocess_case(case: Case, cfg: PreprocessConfig) -> Preprocessed:
     images = np.stack([p.image for p in pre]).astype(np.float32)
     lung_small = np.stack([p.lung_mask for p in pre])
     lung_frac = lung_small.mean(axis=(1, 2)) if case.lung is None else case.lung.mean(axis=(1, 2))
+    picks = np.unique(np.linspace(0, len(vol) - 1, min(16, len(vol))).astype(int))
+    crops = sum(looks_like_lung_crop(to_unit(vol[k], case.image.kind, cfg.window)) for k in picks)
+    assumed = {"lung_crop": bool(2 * crops > len(picks)), "chest_ct_without_lung": False}
     if float(lung_frac.max()) < MIN_LUNG_FRACTION:
-        raise InputError(
-            case.image.path,
-            "no lungs in view on any slice (largest lung area "
-            f"{100 * float(lung_frac.max()):.2f}% of a slice): not a chest CT?",
-        )
+        where = f"largest lung area {100 * float(lung_frac.max()):.2f}% of a slice"
+        if not assume_chest:
+            raise InputError(
+                case.image.path,
+                f"no lungs in view on any slice ({where}): not a chest CT? (--assume-chest "
+                "predicts it anyway, e.g. a slice below or above the lungs)",
+            )
+        assumed["chest_ct_without_lung"] = True
+        case.warnings.append(f"no lungs found ({where}); predicted as chest CT (--assume-chest)")
     if float(lung_frac.max()) < FEW_LUNG_FRACTION:
         case.warnings.append(
             f"little lung found (largest lung area {100 * float(lung_frac.max()):.1f}% of a "
             "slice): check that this is a chest CT; the verdict and % of lung are less reliable"
         )
-    return Preprocessed(images, lung_small, [p.box for p in pre])
+    return Preprocessed(images, lung_small, [p.box for p in pre], assumed)
 
 
 def postprocess_case(
@@ -242,6 +256,7 @@ def postprocess_case(
         "infected_percent_of_lung": None if lung_pct is None else round(lung_pct, 3),
         "lung_share_unknown_slices": [int(k) for k in unknown],
         "lung_mask": "dataset" if case.lung is not None else "derived",
+        "assumed": pre.assumed,
         "engine": engine_name(predictor),
         "most_affected_slices": [
             {

@@ -96,6 +96,8 @@ class PredictOptions:
             input; a case folder holding another input's results is predicted again.
         rule: the scan rule (:class:`lungmtl.scan_rule.ScanRule`); None = the one the
             checkpoint carries, else ``min_consecutive`` slices in a row at ``threshold``.
+        assume_chest: the inputs are chest CT: a case where no lung is found (a slice below or
+            above the lungs) is predicted with a warning instead of refused.
         dicom_seg: beside a DICOM series input, also write ``seg.dcm`` (DICOM Segmentation of
             the infection and the lungs on the series' own frames).
         calibration: a site calibration file (``lungmtl calibrate``): P(infected), the slice
@@ -121,6 +123,7 @@ class PredictOptions:
     rule: ScanRule | None = None
     calibration: str | None = None
     dicom_seg: bool = True
+    assume_chest: bool = False
 
     def __post_init__(self) -> None:
         # Refused up front, not by every case with an internal message naming its input.
