@@ -111,14 +111,16 @@ def _lung_components(dark: np.ndarray) -> list[np.ndarray]:
     min_area = _MIN_AREA * h * w
     labels = measure.label(segmentation.clear_border(dark), connectivity=1)
     regions = [r for r in measure.regionprops(labels) if r.area >= min_area]
-    if not regions or is_lung_crop(dark):
+    crop = is_lung_crop(dark)
+    if not regions or crop:
         # Slices cropped to the lungs: the lungs touch the border. Outside air of a full field
-        # of view surrounds the body, so it touches all four edges; lungs do not.
+        # of view surrounds the body, so it touches all four edges; lungs do not, except in a
+        # crop, which has no outside air (both lungs may then meet along the border).
         labels = measure.label(dark, connectivity=1)
         regions = [
             r
             for r in measure.regionprops(labels)
-            if r.area >= min_area and not _touches_all_edges(r.bbox, h, w)
+            if r.area >= min_area and (crop or not _touches_all_edges(r.bbox, h, w))
         ]
     if not regions:
         return []
