@@ -78,10 +78,12 @@ class ScanRule:
     def describe(self, need: int | None = None) -> str:
         parts = [
             f"at least {self.min_run if need is None else need} consecutive slice(s) with "
-            f"P(infected) >= {self.slice_threshold}"
+            f"P(infected) >= {self.slice_threshold:.4g}"
         ]
         if self.scan_threshold > 0:
-            parts.append(f"mean of the top {self.top_k} slice P(infected) >= {self.scan_threshold}")
+            parts.append(
+                f"mean of the top {self.top_k} slice P(infected) >= {self.scan_threshold:.4g}"
+            )
         if self.min_lung_percent > 0:
             parts.append(f"infected share of the lung >= {self.min_lung_percent}%")
         return "infected when " + " and ".join(parts)

@@ -132,6 +132,23 @@ def test_healthy_scans_set_the_scan_rule_above_their_highest_run():
     assert cal.scan_rule.min_run == 2
 
 
+def test_saturated_healthy_scans_make_the_note_say_so_and_targets_it_cannot_reach_refused():
+    site = shifted_site(n_patients=12, seed=6)
+    for g in ("p0", "p1"):
+        site.loc[site["group"] == g, "y"] = 0
+    site.loc[site["group"] == "p0", "p_model"] = 1.0  # a healthy scan the model calls certain
+    cal = fit_site(site, prior=Calibration(), base_rule=ScanRule(0.9, 2), n_boot=0)
+    verdicts = [
+        cal.scan_rule.decide(cal.apply(site.loc[site["group"] == g, "p_model"]), None)["verdict"]
+        for g in ("p0", "p1")
+    ]
+    called = verdicts.count("healthy")
+    assert cal.fitted["scan_rule"].startswith(f"fitted: {called} of 2 healthy scan(s)")
+    healthy = np.r_[np.ones(30), np.linspace(0, 0.5, 10)]
+    with pytest.raises(InputError, match="have P = 1"):
+        threshold_for_specificity(healthy, 0.5)
+
+
 def test_too_little_data_is_refused_naming_what_is_missing():
     site = shifted_site(n_patients=3, n_slices=4)
     site["y"] = [1] * 4 + [0] * 4 + [1] * 4  # one healthy patient
@@ -182,15 +199,28 @@ def test_site_file_round_trips_and_bad_files_are_refused_by_name(tmp_path):
         Calibration.load(tmp_path / "neg.json")
     with pytest.raises(InputError, match="no such calibration file"):
         Calibration.load(tmp_path / "missing.json")
+    for name, d in {
+        "empty": {},
+        "no-sha": {**cal.to_dict(), "model": {"name": "m"}},
+        "not-site": {**cal.to_dict(), "origin": "validation"},
+        "odd-origin": {**cal.to_dict(), "origin": "elsewhere"},
+        "model-text": {**cal.to_dict(), "model": "m"},
+    }.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(d))
+        with pytest.raises(InputError, match=f"{name}.json"):
+            Calibration.load(tmp_path / f"{name}.json")
 
 
-def test_a_moved_rule_gives_the_same_verdicts_on_the_model_p():
+@pytest.mark.parametrize(("slope", "intercept"), [(0.7, 0.5), (1.2280250410614577, 0.0), (3, -4)])
+def test_a_moved_rule_gives_the_same_verdicts_on_the_model_p_at_its_edge(slope, intercept):
+    """Slices just either side of the rule's threshold keep their verdict (the v1 temperature
+    among the calibrations: its file stores the moved threshold unrounded)."""
     rule = ScanRule(slice_threshold=0.9, min_run=2)
-    cal = Calibration(slope=0.7, intercept=0.5)
+    cal = Calibration(slope=slope, intercept=intercept)
     moved = cal.moved(rule)
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        p = rng.random(12) ** 0.3
+    assert 0.0 < moved.slice_threshold < 1.0
+    for p_edge in (0.9 - 1e-6, 0.9 + 1e-6, 0.9):
+        p = np.array([0.1, p_edge, p_edge, 0.2])
         assert rule.decide(p, None)["verdict"] == moved.decide(cal.apply(p), None)["verdict"]
 
 

@@ -116,7 +116,9 @@ def test_evaluate_reports_calibration_and_takes_a_site_file(phantom, tmp_path):
     c = plain["calibration"]
     assert c["in_use"]["origin"] == "model" and c["slice"]["n_bins"] == 10
     assert c["slice"]["ece"] == pytest.approx(c["slice_model"]["ece"])
-    assert set(c["per_source"]) == set(plain["per_source"]) and c["scan"]["n"] >= 1
+    assert set(c["per_source"]) == set(plain["per_source"])
+    # Phantom patients have 6 slices: no whole scan, and no scan probability to judge.
+    assert c["scan"]["n"] == 0 and c["scan_measure"] == "scan score (not calibrated)"
     assert (tmp_path / "plain" / "reliability.png").stat().st_size > 1000
     assert "## Calibration" in (tmp_path / "plain" / "report.md").read_text()
     ck = tmp_path / "run" / "best.pt"
@@ -174,3 +176,20 @@ def test_whole_scans_labelled_healthy_or_infected_calibrate_the_scan_rule(tiny, 
         assert r.ok and r.summary["verdict"] == "healthy", r.message
     assert main([*args, "--target-sensitivity", "0.9"]) == 2
     assert "needs at least 5 slices labelled infected" in capsys.readouterr().err
+
+
+def test_resume_redoes_cases_finished_with_another_calibration(tiny, tmp_path):
+    phantom_nifti(tmp_path / "scan.nii.gz")
+    resume = FAST.__class__(**{**FAST.__dict__, "resume": True})
+    first = predict(tiny, [tmp_path / "scan.nii.gz"], tmp_path / "o", resume)[0]
+    again = predict(tiny, [tmp_path / "scan.nii.gz"], tmp_path / "o", resume)[0]
+    assert first.message == "ok" and again.message == "done before"
+    site = Calibration(
+        intercept=2.0, origin="site", model={"name": "tiny", "sha256": _sha(tiny)}
+    ).save(tmp_path / "site.json")
+    with_site = FAST.__class__(**{**resume.__dict__, "calibration": str(site)})
+    redone = predict(tiny, [tmp_path / "scan.nii.gz"], tmp_path / "o", with_site)[0]
+    assert redone.message == "ok" and redone.summary["calibration"]["origin"] == "site"
+    assert predict(tiny, [tmp_path / "scan.nii.gz"], tmp_path / "o", with_site)[0].message == (
+        "done before"
+    )

@@ -165,8 +165,9 @@ def _scan_rule(
     fit: bool,
 ) -> tuple[ScanRule, dict]:
     """The scan rule on the new calibrated P: fitted on the site's whole scans where it has
-    healthy ones (just above the highest run statistic of a healthy scan), else the checkpoint's
-    rule moved onto the new calibration unchanged in the model's P."""
+    healthy ones (the run threshold half-way between the highest run statistic of a healthy
+    scan and 1, a margin against the next healthy scan, never below the slice threshold), else
+    the checkpoint's rule moved onto the new calibration unchanged in the model's P."""
     moved = cal.moved(base, prior)
     volumes = sc[sc["n"] >= MIN_SCAN_SLICES]
     healthy = volumes[volumes["y"] == 0]
@@ -178,12 +179,17 @@ def _scan_rule(
         }
     stat = lambda r: run_statistic(cal.apply(r), base.min_run)  # noqa: E731
     top = max(stat(p) for p in healthy["p"])
-    t = round(float(np.clip(max(threshold, top + 0.5 * (1.0 - top)), 1e-4, 1 - 1e-4)), 4)
+    t = float(max(threshold, top + 0.5 * (1.0 - top)))
     rule = dataclasses.replace(moved, slice_threshold=t, scan_threshold=0.0)
     inf = volumes[volumes["y"] == 1]
-    called = [stat(p) >= t for p in inf["p"]]
+
+    def verdicts(scans: pd.DataFrame) -> list[bool]:
+        return [rule.decide(cal.apply(p), None)["verdict"] == "infected" for p in scans["p"]]
+
+    called, false = verdicts(inf), verdicts(healthy)
     return rule, {
-        "scan_rule": f"fitted: {len(healthy)} healthy scan(s) called healthy",
+        "scan_rule": f"fitted: {len(healthy) - sum(false)} of {len(healthy)} healthy scan(s) "
+        "called healthy",
         "n_scans_healthy": len(healthy),
         "n_scans_infected": len(inf),
         "scan_sensitivity": float(np.mean(called)) if called else None,
@@ -239,8 +245,14 @@ def fit_site(
     threshold = target.threshold(p_cal, y, where)
     sc = scans(table.assign(p_cal=cal.apply(table["p_model"])), "p_model")
     rule, scan_info = _scan_rule(sc, cal, prior, base_rule, threshold, fit_scan_rule)
-    score = np.array([rule.scan_score(cal.apply(p)) for p in sc["p"]])
-    sa, sb = fit_platt(score, sc["y"], (1.0, 0.0))
+    # The scan probability is fitted on whole scans only (a single slice's "scan score" is not
+    # what the top slices of a volume give), and only where both verdicts occur among them.
+    vol = sc[sc["n"] >= MIN_SCAN_SLICES]
+    scan_fitted = vol["y"].nunique() == 2
+    sa, sb = 1.0, 0.0
+    if scan_fitted:
+        score = np.array([rule.scan_score(cal.apply(p)) for p in vol["p"]])
+        sa, sb = fit_platt(score, vol["y"], (1.0, 0.0))
     spec, sens = _rates(p_cal, y, threshold)
     boot = _bootstrap(
         t_rows, prior, cal, target, threshold, n_boot, seed, where, kind, prior_strength
@@ -253,6 +265,7 @@ def fit_site(
         "n_healthy_slices": int((y == 0).sum()),
         "n_infected_slices": int((y == 1).sum()),
         "n_scans": len(sc),
+        "n_scans_for_probability": len(vol) if scan_fitted else 0,
         "target": target.describe(),
         "kind": kind,
         "kind_note": note,
@@ -269,6 +282,7 @@ def fit_site(
         threshold=threshold,
         scan_rule=rule,
         scan_slope=sa,
+        scan_fitted=bool(scan_fitted),
         scan_intercept=sb,
         origin="site",
         fitted=fitted,

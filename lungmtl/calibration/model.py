@@ -17,8 +17,9 @@ from ..metrics import THRESHOLD
 from ..scan_rule import ScanRule
 
 FORMAT = "lungmtl-calibration"
+ORIGINS = ("model", "validation", "site")
 #: Probabilities are clipped this far from 0 and 1 before their logit is taken.
-EPS = 1e-6
+EPS = 1e-12
 
 
 def logit(p) -> np.ndarray:
@@ -40,7 +41,8 @@ class Calibration:
         threshold: a slice is positive at calibrated P >= threshold.
         scan_rule: the scan verdict's rule on calibrated slice P (None: the checkpoint's).
         scan_slope, scan_intercept: the scan score (mean of the top-k calibrated slice P)
-            recalibrated to a scan probability the same way.
+            recalibrated to a scan probability the same way, fitted on whole scans
+            (``scan_fitted``; else there is no scan probability).
         origin: "model" (none), "validation" (the checkpoint's) or "site" (a site file).
         model: the checkpoint the calibration was fitted for (name) and its sha256.
         fitted: what it was fitted on and the operating point's intervals (for reports).
@@ -52,6 +54,7 @@ class Calibration:
     scan_rule: ScanRule | None = None
     scan_slope: float = 1.0
     scan_intercept: float = 0.0
+    scan_fitted: bool = False
     origin: str = "model"
     model: dict = field(default_factory=dict)
     fitted: dict = field(default_factory=dict)
@@ -81,6 +84,8 @@ class Calibration:
 
     def invert(self, p) -> np.ndarray:
         """The model's P that calibrates to ``p`` (for moving a threshold between calibrations)."""
+        if self.identity:
+            return np.asarray(p, dtype=float).copy()
         return sigmoid((logit(p) - self.intercept) / self.slope)
 
     def moved(self, rule: ScanRule, source: Calibration | None = None) -> ScanRule:
@@ -90,7 +95,7 @@ class Calibration:
 
         def move(t: float) -> float:
             raw = t if source is None else float(source.invert(t))
-            return round(float(np.clip(self.apply(raw), 0.0, 1.0)), 4)
+            return float(self.apply(raw))  # unrounded: the same verdicts, to the last digit
 
         return dataclasses.replace(
             rule,
@@ -98,8 +103,11 @@ class Calibration:
             scan_threshold=move(rule.scan_threshold) if rule.scan_threshold > 0 else 0.0,
         )
 
-    def scan_probability(self, scan_score: float) -> float:
-        """The scan score (on calibrated slice P) as a calibrated scan probability."""
+    def scan_probability(self, scan_score: float) -> float | None:
+        """The scan score (on calibrated slice P) as a calibrated scan probability; None where
+        no whole scans were there to fit it on."""
+        if not self.scan_fitted:
+            return None
         return float(sigmoid(self.scan_slope * logit(scan_score) + self.scan_intercept))
 
     def summary(self) -> dict:
@@ -142,6 +150,11 @@ class Calibration:
         unknown = sorted(set(d) - valid)
         if unknown:
             raise InputError(where, f"unknown calibration key(s) {unknown}; valid: {sorted(valid)}")
+        for key in ("model", "fitted"):
+            if not isinstance(d.get(key, {}), dict):
+                raise InputError(where, f"invalid calibration: {key!r} must be a mapping")
+        if d.get("origin", "model") not in ORIGINS:
+            raise InputError(where, f"invalid calibration: origin must be one of {ORIGINS}")
         try:
             if d.get("scan_rule") is not None:
                 d["scan_rule"] = ScanRule.from_dict(d["scan_rule"])
@@ -165,14 +178,21 @@ class Calibration:
             raise InputError(path, "no such calibration file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(path, f"unreadable calibration file: {e}") from None
-        if not isinstance(d, dict):
-            raise InputError(path, "not a lungmtl calibration (expected a JSON object)")
-        return cls.from_dict(d, path, path)
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise InputError(path, f"not a lungmtl calibration (no format {FORMAT!r})")
+        cal = cls.from_dict(d, path, path)
+        if cal.origin != "site" or not cal.model.get("sha256"):
+            raise InputError(
+                path,
+                "not a site calibration written by `lungmtl calibrate` (origin 'site' with the "
+                "model's sha256): it cannot be checked against the checkpoint",
+            )
+        return cal
 
     def check_model(self, sha256: str, name: str) -> None:
         """Refuse a site file fitted on another model's outputs: its numbers mean nothing here."""
         want = self.model.get("sha256")
-        if self.origin == "site" and want and want != sha256:
+        if want != sha256:
             raise InputError(
                 self.path or "calibration",
                 f"fitted for model {self.model.get('name')!r} (sha256 {want[:12]}...), not for "

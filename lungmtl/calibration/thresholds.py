@@ -29,8 +29,14 @@ def threshold_for_specificity(p_healthy, target: float, where: str = "calibratio
         )
     k = math.ceil(round(target * len(q), 9))  # slices that must fall below
     above = q[q > q[k - 1]]  # ties with the k-th slice must fall below too
+    if not len(above) and q[k - 1] >= 1.0:
+        raise InputError(
+            where,
+            f"{int((q >= 1.0).sum())} of {len(q)} healthy slices have P = 1: no threshold "
+            f"reaches specificity {target:g}",
+        )
     hi = above[0] if len(above) else min(1.0, q[-1] + 1e-3)
-    return float(np.clip((q[k - 1] + hi) / 2, 1e-6, 1 - 1e-6))
+    return float((q[k - 1] + hi) / 2)
 
 
 def threshold_for_sensitivity(p_infected, target: float, where: str = "calibration data") -> float:
@@ -45,8 +51,14 @@ def threshold_for_sensitivity(p_infected, target: float, where: str = "calibrati
         )
     m = math.ceil(round(target * len(r), 9))
     below = r[r < r[m - 1]]
+    if r[m - 1] <= 0.0:
+        raise InputError(
+            where,
+            f"{int((r <= 0.0).sum())} of {len(r)} infected slices have P = 0: no threshold "
+            f"reaches sensitivity {target:g}",
+        )
     lo = below[0] if len(below) else max(0.0, r[m - 1] - 1e-3)
-    return float(np.clip((r[m - 1] + lo) / 2, 1e-6, 1 - 1e-6))
+    return float((r[m - 1] + lo) / 2)
 
 
 def run_statistic(p_in_order, min_run: int) -> float:

@@ -205,6 +205,16 @@ def _evaluate_predictions(args) -> int:
 
     if not (args.predictions and args.truth):
         raise InputError("--predictions", "give both --predictions DIR and --truth EXPORT_DIR")
+    unused = [
+        f"--{k.replace('_', '-')}"
+        for k in ("calibration", "checkpoint", "data")
+        if getattr(args, k)
+    ]
+    if unused or args.crf or args.lung_only:
+        unused += ["--crf"] * args.crf + ["--lung-only"] * args.lung_only
+        raise InputError(
+            "--predictions", f"scores masks made elsewhere: {', '.join(unused)} do(es) not apply"
+        )
     m = evaluate_predictions(args.predictions, args.truth, args.out, split=args.split)
     v = m["per_volume"]
     print(

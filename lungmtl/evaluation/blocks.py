@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import ndimage
 
 from ..calibration import Calibration, calibration_block
-from ..calibration.fit import scans, truth_rows
+from ..calibration.fit import MIN_SCAN_SLICES, scans, truth_rows
 from ..metrics import CLS_KEYS, SEG_KEYS, THRESHOLD, SegmentationAccumulator, classification_metrics
 from ..scan_rule import ScanRule
 
@@ -115,13 +115,15 @@ def patient_block(frame: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
 def calibration_metrics(frame: pd.DataFrame, cal: Calibration, rule: ScanRule) -> dict:
     """How well P(infected) means what it says: per slice (labels true of the slice, see
     :func:`lungmtl.calibration.fit.truth_rows`), overall, per source and for the model's own P;
-    per scan, the calibrated scan probability against "any slice infected"."""
+    per whole scan (patients with enough slices), the scan probability (or, where none was
+    fitted, the scan score) against "any slice infected"."""
     truth = truth_rows(frame)
     part = frame[truth]
     y = part["y"].to_numpy()
     sc = scans(frame, "p_infected")
+    sc = sc[sc["n"] >= MIN_SCAN_SLICES]  # whole scans: a single slice is no scan
     score = np.array([rule.scan_score(p) for p in sc["p"]])
-    scan_p = np.array([cal.scan_probability(s) for s in score])
+    scan_p = score if not cal.scan_fitted else np.array([cal.scan_probability(v) for v in score])
     return {
         "in_use": cal.summary(),
         "text": cal.describe(),
@@ -133,4 +135,5 @@ def calibration_metrics(frame: pd.DataFrame, cal: Calibration, rule: ScanRule) -
             for src, g in part.groupby("source", sort=True)
         },
         "scan": calibration_block(scan_p, sc["y"]),
+        "scan_measure": "scan probability" if cal.scan_fitted else "scan score (not calibrated)",
     }

@@ -61,7 +61,7 @@ def calibration_section(c: dict) -> str:
         "slices, calibrated P": c["slice"],
         "slices, model's own P": c["slice_model"],
         **{f"source: {s}": b for s, b in c["per_source"].items()},
-        "scans (scan probability)": c["scan"],
+        f"whole scans ({c.get('scan_measure', 'scan probability')})": c["scan"],
     }
     lines = ["| | n | positive | ECE | Brier |", "|---|---|---|---|---|"]
     lines += [

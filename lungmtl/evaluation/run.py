@@ -96,6 +96,10 @@ def evaluate(
     if "run_config" not in ck:
         raise InputError(checkpoint_path, "checkpoint has no run config (not written by fit)")
     cfg: RunConfig = from_dict(RunConfig, ck["run_config"], "checkpoint run_config")
+    cal = Calibration.of_checkpoint(ck)
+    if calibration is not None:  # checked before the model runs over the data
+        cal = Calibration.load(calibration)
+        cal.check_model(sha256(checkpoint_path), ck.get("model_name") or checkpoint_path.name)
     if ck.get("split_record") is not None and os.environ.get("LUNGMTL_DATA"):
         # A shipped model was trained on ../shared/data; $LUNGMTL_DATA says where it is here.
         cfg.data.sources = [os.environ["LUNGMTL_DATA"]]
@@ -106,10 +110,6 @@ def evaluate(
     pred = slice_probabilities(model, tensors.image, dev, batch_size)
     mask_rule = MaskRule.of_checkpoint(ck) if mask_rule is None else mask_rule
     pred = mask_rule.apply(pred)  # on the model's own P, as the rule was chosen
-    cal = Calibration.of_checkpoint(ck)
-    if calibration is not None:
-        cal = Calibration.load(calibration)
-        cal.check_model(sha256(checkpoint_path), ck.get("model_name") or checkpoint_path.name)
     threshold = cal.threshold if cal.origin == "site" else THRESHOLD
     p_model = pred.p_infected
     pred = pred._replace(p_infected=cal.apply(p_model))

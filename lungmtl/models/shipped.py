@@ -82,7 +82,7 @@ register(
     ShippedModel(
         name="covid-unet-cpu-v1",
         file="covid-unet-cpu-v1.pt",
-        sha256="f267306ea00f8bdc6be3a7a8e04d9f482b97136ce05cc8c8e07ebbff68ce4bbb",
+        sha256="a220dbbbf95a3f4ed3e9c44bf104d6f19af0f06a73c7893f5a4452131ffba55d",
         description=(
             "U-Net x0.125 + CBAM, 128 px lung crop, 3 seeds x 40 epochs of "
             "configs/release-cpu.yaml, left-right test-time flip; research use only"
@@ -95,7 +95,7 @@ register(
     ShippedModel(
         name="covid-unet-cpu-v2",
         file="covid-unet-cpu-v2.pt",
-        sha256="970a4918bf870a65e4a4460ed2d47a59c45bc2a77c2fc2e605b888475ea902fe",
+        sha256="b01cba06da2f87e5cb66a1a2f72fe57fb4c03847b1df20768fb0216f6f125f21",
         description=(
             "U-Net x0.125 + CBAM, 128 px lung crop, 3 seeds x 40 epochs of "
             "configs/release-cpu-v2.yaml (Tversky, hospital looks, healthy slices as empty masks), "

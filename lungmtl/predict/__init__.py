@@ -108,8 +108,10 @@ def _predict_all(
 ) -> list[CaseResult]:
     results: list[CaseResult] = []
 
+    same = _same_run(predictor)
+
     def skip(name: str, source: Path) -> CaseResult | None:  # checked before reading the input
-        summary = finished_summary(out / name, name, source)
+        summary = finished_summary(out / name, name, source, same)
         if summary is None:
             return None
         return CaseResult(name, str(source), True, DONE_BEFORE, out / name, summary)
@@ -119,7 +121,7 @@ def _predict_all(
         if isinstance(item, CaseResult):
             result = item
         else:
-            result = _predict_one(predictor, item, out / item.name, options)
+            result = _predict_one(predictor, item, out / item.name, options, same)
         results.append(result)
         if echo:
             echo(result.line())
@@ -128,9 +130,16 @@ def _predict_all(
     return results
 
 
-def _predict_one(predictor: Predictor, case: Case, case_dir: Path, options) -> CaseResult:
+def _same_run(predictor: Predictor) -> dict:
+    """What a finished case must share with this run to be skipped by ``resume``."""
+    return {"checkpoint": predictor.checkpoint, "calibration": predictor.calibration.summary()}
+
+
+def _predict_one(
+    predictor: Predictor, case: Case, case_dir: Path, options, same: dict | None = None
+) -> CaseResult:
     source = str(case.image.path)
-    done = finished_summary(case_dir, case.name, source) if options.resume else None
+    done = finished_summary(case_dir, case.name, source, same) if options.resume else None
     if done is not None:
         return CaseResult(case.name, source, True, DONE_BEFORE, case_dir, done)
     try:

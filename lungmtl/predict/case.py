@@ -65,8 +65,9 @@ class Outcome:
 
 
 def scan_rule(predictor: Predictor, opts: PredictOptions) -> ScanRule:
-    """The rule on calibrated P: the options', else the calibration's, else the checkpoint's
-    (moved onto the calibration), else the plain run rule of the options."""
+    """The rule on calibrated P: the options', else the calibration's, else the checkpoint's or
+    the plain run rule of the options (both read on the model's P, moved onto the calibration,
+    as evaluate and calibrate do)."""
     cal = predictor.calibration
     if opts.rule is not None:
         return opts.rule
@@ -74,7 +75,7 @@ def scan_rule(predictor: Predictor, opts: PredictOptions) -> ScanRule:
         return cal.scan_rule
     if predictor.rule is not None:
         return cal.moved(predictor.rule)
-    return ScanRule(slice_threshold=opts.threshold, min_run=opts.min_consecutive)
+    return cal.moved(ScanRule(slice_threshold=opts.threshold, min_run=opts.min_consecutive))
 
 
 def slice_threshold(predictor: Predictor, opts: PredictOptions) -> float:
@@ -232,6 +233,7 @@ def postprocess_case(
             ),
         }
     )
+    scan_p = cal.scan_probability(decision["scan_score"])
     summary = {
         "case": case.name,
         "input": str(case.image.path),
@@ -242,7 +244,7 @@ def postprocess_case(
         "rule": f"{decision['rule']} (longest run here: {run})",
         "rule_params": decision["rule_params"],
         "scan_score": decision["scan_score"],
-        "scan_probability": round(cal.scan_probability(decision["scan_score"]), 5),
+        "scan_probability": None if scan_p is None else round(scan_p, 5),
         "n_slices": int(z),
         "n_positive_slices": int(positive.sum()),
         "longest_positive_run": int(run),

@@ -344,11 +344,16 @@ def _id_breaks(ids: list[str]) -> np.ndarray | None:
     return np.r_[False, steps > GAP_FACTOR * median]
 
 
-def finished_summary(out_dir: Path, name: str, source: str | Path) -> dict | None:
-    """The summary in ``out_dir`` of case ``name`` if an earlier run finished it on ``source``.
+def finished_summary(
+    out_dir: Path, name: str, source: str | Path, same: dict | None = None
+) -> dict | None:
+    """The summary in ``out_dir`` of case ``name`` if an earlier run finished it on ``source``
+    (and, where given, with the same values of the summary keys in ``same``: the checkpoint,
+    the calibration).
 
-    A summary for another input (the input list changed, so a name now means another scan) or
-    one that cannot be read is no reason to skip: the case is predicted again.
+    A summary for another input (the input list changed, so a name now means another scan), of
+    another model or calibration, or one that cannot be read is no reason to skip: the case is
+    predicted again.
     """
     try:
         summary = json.loads((out_dir / "summary.json").read_text())
@@ -356,5 +361,7 @@ def finished_summary(out_dir: Path, name: str, source: str | Path) -> dict | Non
         return None
     if not isinstance(summary, dict) or summary.get("case") != name:
         return None
-    same = os.path.normpath(str(summary.get("input", ""))) == os.path.normpath(str(source))
-    return summary if same else None
+    if any(summary.get(k) != v for k, v in (same or {}).items()):
+        return None
+    ok = os.path.normpath(str(summary.get("input", ""))) == os.path.normpath(str(source))
+    return summary if ok else None
