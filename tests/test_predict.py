@@ -168,7 +168,7 @@ def test_resume_redoes_a_case_whose_summary_is_for_another_input(tmp_path):
     )
     assert r.ok and r.message != "done before"
     summary = json.loads((out / "scan" / "summary.json").read_text())
-    assert summary["input"] == str((tmp_path / "b" / "scan.nii.gz").absolute())
+    assert summary["input"]["path"] == str((tmp_path / "b" / "scan.nii.gz").absolute())
     # The same input again: now it is done.
     [r] = predict(
         "unused", [tmp_path / "b" / "scan.nii.gz"], out, resume, predictor=bright_predictor()

@@ -25,7 +25,8 @@ from lungmtl.data.phantom import make_phantom_volume, write_phantom_dataset
 from lungmtl.data.preprocess import PreprocessConfig
 from lungmtl.models import MultiTaskOutput, create_model
 from lungmtl.predict import PredictOptions, Predictor, predict, predict_case
-from lungmtl.predict.inputs import _id_breaks, iter_cases
+from lungmtl.predict.inputs import iter_cases
+from lungmtl.predict.slicefolder import id_breaks
 from lungmtl.scan_rule import longest_run
 
 
@@ -61,12 +62,12 @@ def test_longest_run_and_the_verdict_rule():
     assert longest_run(np.zeros(4, bool)) == 0
     assert longest_run(np.array([], bool)) == 0
     # slices 10, 40, 90 of a manifest are not consecutive, however positive
-    breaks = _id_breaks(["10", "40", "90"])
+    breaks = id_breaks(["10", "40", "90"])
     assert breaks is None or longest_run(np.ones(3, bool), breaks) == 3  # even steps: no jump
-    jumps = _id_breaks(["1", "2", "3", "20", "21"])
+    jumps = id_breaks(["1", "2", "3", "20", "21"])
     assert jumps.tolist() == [False, False, False, True, False]
     assert longest_run(np.ones(5, bool), jumps) == 3
-    assert _id_breaks(["IM-1", "IM-2"]) is None
+    assert id_breaks(["IM-1", "IM-2"]) is None
 
 
 def test_slice_number_jumps_break_the_run_of_a_manifest_patient(tmp_path):
@@ -188,7 +189,10 @@ def test_same_names_in_different_shards_get_distinct_folders(tmp_path):
     for k in range(2):
         opts = PredictOptions(device="cpu", gradcam=0, report=False, shard=(k, 2))
         predict("unused", inputs, out, opts, predictor=bright_predictor())
-    done = {p.parent.name: json.loads(p.read_text())["input"] for p in out.glob("*/summary.json")}
+    done = {
+        p.parent.name: json.loads(p.read_text())["input"]["path"]
+        for p in out.glob("*/summary.json")
+    }
     assert done == {"CT": str(inputs[0].absolute()), "CT_2": str(inputs[1].absolute())}
 
 

@@ -174,6 +174,7 @@ def _predict(args) -> int:
         calibration=args.calibration,
         dicom_seg=args.dicom_seg,
         assume_chest=args.assume_chest,
+        spacing=_spacing(args.spacing),
     )
     shown: list[str] = []
 
@@ -274,6 +275,16 @@ def format_calibration(cal) -> str:
             f"scan rule: {cal.scan_rule.describe()} ({f.get('scan_rule')})",
         ]
     )
+
+
+def _spacing(text: str | None) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        z, y, x = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError("--spacing", f"expected three numbers z,y,x in mm, got {text!r}") from None
+    return z, y, x
 
 
 def _export(args) -> int:

@@ -189,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="skip cases already finished in OUT")
     r.add_argument("--calibration", metavar="SITE_JSON", help=CALIBRATION_HELP)
     r.add_argument(
+        "--spacing",
+        metavar="Z,Y,X",
+        help="slice spacing and pixel size in mm for inputs that state none (image folders)",
+    )
+    r.add_argument(
         "--assume-chest",
         action="store_true",
         help="the inputs are chest CT: predict a slice where no lung is found instead of "

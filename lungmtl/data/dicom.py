@@ -18,6 +18,8 @@ from ..errors import InputError
 from .image import DicomSource, ImageData, affine_spacing, readonly, reorients, to_canonical
 
 GAP_FACTOR = 1.5
+#: Most images of another orientation or size than the rest of a series taken for scouts.
+MAX_SCOUTS = 3
 
 
 def _lps_to_ras() -> np.ndarray:
@@ -252,6 +254,41 @@ def slice_keys(
     return [_instance_number(ds, i) for i, (_, ds) in enumerate(items)], False
 
 
+def _is_localizer(ds: pydicom.Dataset) -> bool:
+    return "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]
+
+
+def _without_localizers(
+    folder: Path, datasets: list[tuple[Path, pydicom.Dataset]]
+) -> list[tuple[Path, pydicom.Dataset]]:
+    """The series without its scout (localizer) images: ImageType LOCALIZER, or an orientation
+    or image size that differs from the rest's; left out with a warning, never taken for slices
+    (their position would otherwise read as a gap of hundreds of mm)."""
+
+    def shape_and_plane(ds: pydicom.Dataset) -> tuple:
+        iop = [round(float(v), 2) for v in ds.get("ImageOrientationPatient", [])]
+        return (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), tuple(iop))
+
+    images = [(f, ds) for f, ds in datasets if not _is_localizer(ds)]
+    if not images:
+        raise InputError(folder, "a localizer (scout) series, not axial CT slices")
+    keys = [shape_and_plane(ds) for _, ds in images]
+    common = max(set(keys), key=keys.count)
+    odd = [item for item, k in zip(images, keys, strict=True) if k != common]
+    if odd and (len(odd) > MAX_SCOUTS or 4 * len(odd) >= len(images)):
+        odd = []  # not a scout or two: a mixed series, refused further on with its reason
+    kept = [item for item in images if all(item[0] != f for f, _ in odd)]
+    dropped = [f.name for f, _ in datasets if all(f != g for g, _ in kept)]
+    if dropped:
+        shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        warnings.warn(
+            f"{folder}: {len(dropped)} localizer (scout) image(s) left out of the series "
+            f"({shown}): ImageType LOCALIZER, or another orientation or size than its slices",
+            stacklevel=4,
+        )
+    return kept
+
+
 def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
     if not any(folder.iterdir()):
         raise InputError(folder, "empty folder")
@@ -272,6 +309,7 @@ def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
     datasets = [(f, _dcmread(f, strict=True)) for f in files]
     for f, ds in datasets:
         _check_modality(ds, f)
+    datasets = _without_localizers(folder, datasets)
     row, col, _, ps = _slice_geometry(datasets[0][1], datasets[0][0])
     normal = np.cross(row, col)
     key, has_pos = slice_keys(datasets)

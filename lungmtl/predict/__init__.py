@@ -29,7 +29,7 @@ from ..models.shipped import default_checkpoint
 from . import report
 from .case import postprocess_case, preprocess_case
 from .engine import Predictor, attach_onnx, load_predictor, run_model, use_site_calibration
-from .inputs import failure_message, finished_summary, iter_cases
+from .inputs import failure_message, finished_summary, iter_cases, with_spacing
 from .outputs import StageClock, write_case
 from .types import DONE_BEFORE, ENGINES, Case, CaseResult, PredictOptions
 
@@ -121,6 +121,7 @@ def _predict_all(
         if isinstance(item, CaseResult):
             result = item
         else:
+            item = with_spacing(item, options.spacing)
             result = _predict_one(predictor, item, out / item.name, options, same)
         results.append(result)
         if echo:

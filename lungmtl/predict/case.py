@@ -236,7 +236,7 @@ def postprocess_case(
     scan_p = cal.scan_probability(decision["scan_score"])
     summary = {
         "case": case.name,
-        "input": str(case.image.path),
+        "input": {"path": str(case.image.path), **case.source},
         "checkpoint": predictor.checkpoint,
         "model": predictor.model_name,
         "intended_use": INTENDED_USE,

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..data.dicom import GAP_FACTOR
 from ..data.image import RASTER_SUFFIXES, ImageData, affine_spacing, suffix_of
 from ..data.io import read_image
 from ..data.manifest import read_manifest
 from ..data.sources import load_slice
 from ..errors import InputError
 from ..files import natural_key
+from .slicefolder import id_breaks, read_slice_folder, slice_images
 from .types import Case, CaseResult
 
 #: Mean spread between the R, G and B channels (0..255) above which a picture is not a CT slice.
@@ -77,7 +77,7 @@ def _volume_case(path: Path, allow_gaps: bool) -> Case:
     notes = [str(w.message) for w in caught]
     if data.affine is not None and not data.spacing_known:
         notes.append("the file gives no pixel spacing: no volumes in mL")
-    return Case(
+    case = Case(
         _case_name(path),
         data,
         None,
@@ -85,6 +85,65 @@ def _volume_case(path: Path, allow_gaps: bool) -> Case:
         data.affine is not None and data.spacing_known,
         notes,
     )
+    case.source = _describe(data, path, arr.shape[0])
+    return case
+
+
+INTENSITY = {
+    "hu": "Hounsfield units",
+    "8bit": "8-bit grey as exported (windowed by the exporter); each slice's lung and soft-tissue "
+    "levels are mapped onto the training scale",
+}
+
+
+def with_spacing(case: Case, spacing: tuple[float, float, float] | None) -> Case:
+    """Give a case without geometry the user's (z, y, x) spacing (canonical view axes)."""
+    if spacing is None or case.has_geometry:
+        return case
+    dz, dy, dx = (float(v) for v in spacing)
+    affine = np.array([[0, 0, -dx, 0], [0, -dy, 0, 0], [dz, 0, 0, 0], [0, 0, 0, 1]], float)
+    case.image = dataclasses.replace(case.image, spacing=(dz, dy, dx), affine=affine)
+    case.has_geometry = True
+    case.source["spacing"] = f"given: --spacing {dz:g},{dy:g},{dx:g}"
+    case.warnings = [w for w in case.warnings if "spacing unknown" not in w]
+    return case
+
+
+def _describe(data: ImageData, path: Path, n_slices: int) -> dict:
+    """summary.json's ``input`` for a file or a DICOM series."""
+    if data.dicom is not None:
+        first = data.dicom.headers[0]
+        kernel = first.get("ConvolutionKernel", "")
+        return {
+            "kind": "DICOM series",
+            "series_uid": str(first.get("SeriesInstanceUID", "")),
+            "series_description": str(first.get("SeriesDescription", "")),
+            "kernel": "\\".join(map(str, kernel))
+            if isinstance(kernel, list | tuple)
+            else str(kernel),
+            "slices": n_slices,
+            "spacing": "DICOM (slice positions, PixelSpacing)" if data.spacing_known else "unknown",
+            "intensity": INTENSITY["hu"] + " (DICOM rescale slope/intercept)",
+        }
+    suffix = suffix_of(path)
+    kind = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".npy": "NumPy array", ".dcm": "DICOM file"}
+    why = "" if suffix == ".dcm" else " (guessed: minimum below -200)" if data.kind == "hu" else ""
+    if data.kind == "8bit" and suffix not in RASTER_SUFFIXES:
+        why = " (guessed: no value below -200)"
+    return {
+        "kind": kind.get(suffix, "slice image" if suffix in RASTER_SUFFIXES else "DICOM file"),
+        "slices": n_slices,
+        "spacing": "file header" if data.affine is not None and data.spacing_known else "unknown",
+        "intensity": INTENSITY[data.kind] + why,
+    }
+
+
+def _slice_folder_case(path: Path) -> Case:
+    data, ids, notes, breaks, info = read_slice_folder(path, _check_not_photo)
+    notes.append("spacing unknown: no volumes in mL (give --spacing z,y,x in mm)")
+    case = Case(_case_name(path), data, None, ids, False, notes, breaks=breaks)
+    case.source = {**info, "spacing": "unknown", "intensity": INTENSITY["8bit"]}
+    return case
 
 
 def _stack_affine(images: list[ImageData]) -> np.ndarray | None:
@@ -237,7 +296,7 @@ def _manifest_cases(
             data = ImageData(vol, metas[0].kind, spacing, affine, folder)
             lung = np.stack(lungs) if all(m is not None for m in lungs) else None
             read_s = time.perf_counter() - t
-            breaks = _id_breaks(ids)
+            breaks = id_breaks(ids)
             if breaks is not None and breaks.any():
                 notes.append(
                     f"slice numbers jump at {int(breaks.sum())} place(s): runs of consecutive "
@@ -245,6 +304,12 @@ def _manifest_cases(
                 )
             physical = affine is not None and all(m.spacing_known for m in metas)
             case = Case(name, data, lung, ids, physical, notes, read_s, breaks)
+            case.source = {
+                "kind": "manifest patient",
+                "slices": len(ids),
+                "spacing": "image files" if physical else "unknown",
+                "intensity": INTENSITY[metas[0].kind],
+            }
             out.append(case)
         except InputError as e:
             out.append(CaseResult(name, str(folder), False, str(e)))
@@ -320,7 +385,10 @@ def iter_cases(
             if done is not None and (earlier := done(names[0], path.absolute())) is not None:
                 yield earlier
                 continue
-            case = _volume_case(path, allow_gaps)
+            if path.is_dir() and slice_images(path):
+                case = _slice_folder_case(path)
+            else:
+                case = _volume_case(path, allow_gaps)
             case.read_s = time.perf_counter() - t
         except InputError as e:
             yield CaseResult(names[0], str(path), False, str(e))
@@ -330,18 +398,6 @@ def iter_cases(
             continue
         case.name = names[0]
         yield case
-
-
-def _id_breaks(ids: list[str]) -> np.ndarray | None:
-    """Gaps in numeric slice ids: a step over GAP_FACTOR x the median step (None: not numbers)."""
-    numbers = pd.to_numeric(pd.Series(ids, dtype=object), errors="coerce").to_numpy(float)
-    if len(numbers) < 2 or not np.isfinite(numbers).all():
-        return None
-    steps = np.abs(np.diff(numbers))
-    median = float(np.median(steps))
-    if median <= 0:
-        return None
-    return np.r_[False, steps > GAP_FACTOR * median]
 
 
 def finished_summary(
@@ -363,5 +419,7 @@ def finished_summary(
         return None
     if any(summary.get(k) != v for k, v in (same or {}).items()):
         return None
-    ok = os.path.normpath(str(summary.get("input", ""))) == os.path.normpath(str(source))
+    read = summary.get("input", "")
+    read = read.get("path", "") if isinstance(read, dict) else read
+    ok = os.path.normpath(str(read)) == os.path.normpath(str(source))
     return summary if ok else None

@@ -137,6 +137,14 @@ def _spacing(spacing) -> str:
     return " x ".join(f"{float(v):.4g}" for v in spacing)
 
 
+def _input(i) -> str:
+    """The input's path and what kind of input it was read as."""
+    if not isinstance(i, dict):
+        return str(i)
+    kind = f" ({i['kind']}" + (f", {i['slices']} slices" if i.get("slices") else "") + ")"
+    return f"{i.get('path', '')}{kind if i.get('kind') else ''}"
+
+
 def _calibration(c: dict | None) -> str:
     """One line on where P(infected) and the slice threshold come from."""
     if not c or c.get("origin") == "model":
@@ -220,7 +228,7 @@ def write_report(
         ("infected % of lung", fmt(summary.get("infected_percent_of_lung"), unit=" %")),
         ("lung mask", e(summary["lung_mask"])),
         ("CRF post-processing", "yes" if summary.get("crf") else "no"),
-        ("input", e(summary["input"])),
+        ("input", e(_input(summary["input"]))),
         ("checkpoint", e(summary.get("checkpoint", ""))),
         ("spacing (z, y, x) mm", _spacing(summary.get("spacing_mm"))),
     ]

@@ -34,6 +34,8 @@ class Case:
         read_s: seconds spent reading.
         breaks: (Z,) bool or None: True where slice k does not follow slice k - 1 (a gap in
             the slice numbers), so no run of "consecutive" positive slices spans it.
+        source: what was read and assumed (summary.json's ``input``: kind, series, kernel,
+            slices kept and skipped, where the spacing comes from, HU or 8-bit and why).
     """
 
     name: str
@@ -44,6 +46,7 @@ class Case:
     warnings: list[str] = field(default_factory=list)
     read_s: float = 0.0
     breaks: np.ndarray | None = None
+    source: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +99,8 @@ class PredictOptions:
             input; a case folder holding another input's results is predicted again.
         rule: the scan rule (:class:`lungmtl.scan_rule.ScanRule`); None = the one the
             checkpoint carries, else ``min_consecutive`` slices in a row at ``threshold``.
+        spacing: (z, y, x) mm for inputs that state none (slice image folders, .npy): volumes
+            in mL are then reported, and summary.json says the spacing was given.
         assume_chest: the inputs are chest CT: a case where no lung is found (a slice below or
             above the lungs) is predicted with a warning instead of refused.
         dicom_seg: beside a DICOM series input, also write ``seg.dcm`` (DICOM Segmentation of
@@ -124,6 +129,7 @@ class PredictOptions:
     calibration: str | None = None
     dicom_seg: bool = True
     assume_chest: bool = False
+    spacing: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         # Refused up front, not by every case with an internal message naming its input.
@@ -136,3 +142,7 @@ class PredictOptions:
             raise InputError("threads", f"must be an integer >= 1, got {self.threads!r}")
         if not 0.0 < self.threshold < 1.0:
             raise InputError("threshold", f"must lie in (0, 1), got {self.threshold!r}")
+        if self.spacing is not None and (
+            len(self.spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in self.spacing)
+        ):
+            raise InputError("--spacing", f"expected z,y,x in mm, all > 0, got {self.spacing!r}")
