@@ -12,6 +12,7 @@ from ..calibration import Calibration, calibration_block
 from ..calibration.fit import MIN_SCAN_SLICES, scans, truth_rows
 from ..metrics import CLS_KEYS, SEG_KEYS, THRESHOLD, SegmentationAccumulator, classification_metrics
 from ..scan_rule import ScanRule
+from ..stats import bootstrap_ci
 
 #: Bin edges of the infected share of a slice for the Dice-by-lesion-size table.
 LESION_BINS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 1.0)
@@ -109,6 +110,27 @@ def patient_block(frame: pd.DataFrame, threshold: float = THRESHOLD) -> dict:
         "n_infected": int(y.sum()),
         "n_healthy": int((1 - y).sum()),
         **{k: c.get(k) for k in CLS_KEYS},
+    }
+
+
+def ci95_block(frame: pd.DataFrame, n_boot: int) -> dict:
+    """95% bootstrap intervals of accuracy, Dice (slices with a mask) and Dice over infected
+    slices; patients (``group``) are resampled, not slices: a patient's slices are correlated.
+    Needs ``group``, ``has_mask``, ``y``, ``lesion_share``, ``correct`` and ``dice``."""
+    hm = frame["has_mask"].astype(bool).to_numpy()
+    inf = hm & (frame["y"] == 1).to_numpy() & (frame["lesion_share"] > 0).to_numpy()
+
+    def ci(rows: np.ndarray, column: str):
+        if not rows.any():
+            return None
+        values = frame.loc[rows, column].to_numpy(float)
+        return bootstrap_ci(values, n_boot=n_boot, groups=frame.loc[rows, "group"].to_numpy())
+
+    return {
+        "accuracy": ci(np.ones(len(frame), bool), "correct"),
+        "dice_mean": ci(hm, "dice"),
+        "dice_infected_mean": ci(inf, "dice"),
+        "resampled": "patients",
     }
 
 

@@ -25,8 +25,8 @@ from ..data.nnunet import CASES_FILE, CHANNEL
 from ..errors import InputError
 from ..files import write_text
 from ..metrics import THRESHOLD, dice, iou
-from ..stats import bootstrap_ci
 from .blocks import (
+    ci95_block,
     classification_block,
     json_safe,
     lesion_size_block,
@@ -140,7 +140,6 @@ def evaluate_predictions(
         float(t.mean()) if h else np.nan for t, h in zip(masks, hm, strict=True)
     ]
     frame["group"] = frame["source"] + "/" + frame["patient"]
-    inf = hm & (frame["y"] == 1).to_numpy() & (frame["lesion_share"] > 0).to_numpy()
 
     def block(part: pd.DataFrame) -> dict:
         b = classification_block(part)
@@ -152,12 +151,6 @@ def evaluate_predictions(
         b["iou_mean"] = part.loc[part["has_mask"], "iou"].mean()
         return b
 
-    def ci(rows: np.ndarray, column: str):
-        if not rows.any():
-            return None
-        values = frame.loc[rows, column].to_numpy(float)
-        return bootstrap_ci(values, n_boot=n_boot, groups=frame.loc[rows, "group"].to_numpy())
-
     metrics = block(frame)
     metrics["per_source"] = {s: block(g) for s, g in frame.groupby("source", sort=True)}
     metrics["patient"] = patient_block(frame)
@@ -167,12 +160,7 @@ def evaluate_predictions(
         frame, SliceList(preds), SliceList(masks), SliceList(lungs),
         tolerance=nsd_tolerance, n_boot=n_boot,
     )  # fmt: skip
-    metrics["ci95"] = {
-        "accuracy": ci(np.ones(len(frame), bool), "correct"),
-        "dice_mean": ci(hm, "dice"),
-        "dice_infected_mean": ci(inf, "dice"),
-        "resampled": "patients",
-    }
+    metrics["ci95"] = ci95_block(frame, n_boot)
     metrics["threshold"] = THRESHOLD
     metrics["predictions"] = str(pred_dir)
     metrics["truth"] = f"{root} ({split})"

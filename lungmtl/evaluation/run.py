@@ -30,9 +30,9 @@ from ..presentation import (
     roc_png,
 )
 from ..scan_rule import ScanRule
-from ..stats import bootstrap_ci
 from .blocks import (
     calibration_metrics,
+    ci95_block,
     classification_block,
     json_safe,
     lesion_size_block,
@@ -165,20 +165,8 @@ def evaluate(
     frame["group"] = frame["source"].astype(str) + "/" + frame["patient"].astype(str)
     raw_rule = ScanRule.from_dict(ck["scan_rule"]) if ck.get("scan_rule") else ScanRule()
     metrics["calibration"] = calibration_metrics(frame, cal, cal.scan_rule or cal.moved(raw_rule))
-    inf = hm & (frame["y"] == 1).to_numpy() & (frame["lesion_share"] > 0).to_numpy()
 
-    def ci(rows: np.ndarray, column: str):
-        if not rows.any():
-            return None
-        values = frame.loc[rows, column].to_numpy(float)
-        return bootstrap_ci(values, n_boot=n_boot, groups=frame.loc[rows, "group"].to_numpy())
-
-    metrics["ci95"] = {
-        "accuracy": ci(np.ones(len(frame), bool), "correct"),
-        "dice_mean": ci(hm, "dice"),
-        "dice_infected_mean": ci(inf, "dice"),
-        "resampled": "patients",
-    }
+    metrics["ci95"] = ci95_block(frame, n_boot)
     metrics["threshold"] = threshold
     metrics["crf"] = bool(crf)
     metrics["mask_rule"] = {**mask_rule.to_dict(), "text": mask_rule.describe()}
