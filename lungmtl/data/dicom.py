@@ -15,121 +15,28 @@ import numpy as np
 import pydicom
 
 from ..errors import InputError
+from .dicom_fields import (
+    check_modality,
+    dicom_pixels,
+    lps_to_ras,
+    no_pixels,
+    slice_geometry,
+    states_spacing,
+)
 from .image import DicomSource, ImageData, affine_spacing, readonly, reorients, to_canonical
+from .multiframe import read_multiframe
 
 GAP_FACTOR = 1.5
 #: Most images of another orientation or size than the rest of a series taken for scouts.
 MAX_SCOUTS = 3
 
 
-def _lps_to_ras() -> np.ndarray:
-    return np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def dicom_numbers(ds: pydicom.Dataset, key: str, n: int, path: Path) -> np.ndarray | None:
-    """The ``n`` numbers of a multi-valued DICOM attribute; None where it is absent or empty."""
-    value = ds.get(key)
-    if value is None or value == "":
-        return None
-    values = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else [value]
-    try:
-        arr = np.array([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(path, f"{key} is not numeric: {values}") from None
-    if arr.shape != (n,) or not np.isfinite(arr).all():
-        raise InputError(path, f"{key} must hold {n} finite numbers, got {values}")
-    return arr
-
-
-def _states_spacing(ds: pydicom.Dataset) -> bool:
-    """Whether the file gives PixelSpacing (else :func:`_slice_geometry` assumes 1 mm)."""
-    return bool(ds.get("PixelSpacing"))
-
-
-def _slice_geometry(
-    ds: pydicom.Dataset, path: Path
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(row cosine, column cosine, position, pixel spacing) in LPS, with safe defaults.
-
-    Raises:
-        InputError: naming ``path``, for a present but malformed attribute (ImageOrientation-
-            Patient without 6 numbers or with parallel/zero directions, ImagePositionPatient
-            without 3, PixelSpacing without 2 positive numbers).
-    """
-    iop = dicom_numbers(ds, "ImageOrientationPatient", 6, path)
-    ipp = dicom_numbers(ds, "ImagePositionPatient", 3, path)
-    ps = dicom_numbers(ds, "PixelSpacing", 2, path)
-    row = iop[:3] if iop is not None else np.array([1.0, 0.0, 0.0])
-    col = iop[3:] if iop is not None else np.array([0.0, 1.0, 0.0])
-    if np.linalg.norm(np.cross(row, col)) < 1e-3:
-        raise InputError(
-            path, f"ImageOrientationPatient {iop.tolist()}: row and column directions are parallel"
-        )
-    pos = ipp if ipp is not None else np.zeros(3)
-    if ps is not None and (ps <= 0).any():
-        raise InputError(path, f"PixelSpacing must be positive, got {ps.tolist()}")
-    spacing = ps if ps is not None else np.ones(2)
-    return row, col, pos, spacing
-
-
-def _check_modality(ds: pydicom.Dataset, path: Path) -> None:
-    """Refuse images of other modalities (MR, PET, X-ray, ...): HU windows and lung masks are
-    CT's. A file that states no Modality (some anonymised exports) is read as CT."""
-    modality = str(ds.get("Modality", "") or "").strip().upper()
-    if modality and modality != "CT":
-        raise InputError(path, f"Modality {modality}, not CT: lungmtl reads CT images only")
-
-
-def _rescale(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
-    """RescaleSlope and RescaleIntercept (1 and 0 where absent); a slope of 0 is refused."""
-    slope = dicom_numbers(ds, "RescaleSlope", 1, path)
-    intercept = dicom_numbers(ds, "RescaleIntercept", 1, path)
-    if slope is not None and slope[0] == 0:
-        raise InputError(
-            path, "RescaleSlope is 0: every pixel would read as RescaleIntercept (broken header)"
-        )
-    return (
-        1.0 if slope is None else float(slope[0]),
-        0.0 if intercept is None else float(intercept[0]),
-    )
-
-
-def _no_pixels(ds: pydicom.Dataset, path: Path) -> InputError:
-    """The error for a DICOM file without PixelData: empty, truncated, or no image at all."""
-    size = path.stat().st_size
-    if size == 0:
-        return InputError(path, "empty file (0 bytes)")
-    meta = getattr(ds, "file_meta", None)
-    sop = str(getattr(meta, "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
-    sop_name = getattr(getattr(meta, "MediaStorageSOPClassUID", None), "name", sop)
-    if "Rows" in ds or "Image Storage" in str(sop_name) or len(ds) < 2:
-        return InputError(
-            path, f"truncated DICOM file: it ends after {size} bytes, before its image"
-        )
-    return InputError(
-        path, f"DICOM file holds no image (no PixelData; {sop_name or 'no SOP class'})"
-    )
-
-
-def _dicom_pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
-    try:
-        arr = ds.pixel_array
-    except Exception as e:  # missing decoder, truncated pixel data, ...
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        hint = (
-            "JPEG-compressed files need pylibjpeg + pylibjpeg-libjpeg (or gdcm)"
-            if getattr(syntax, "is_compressed", True)
-            else "truncated or corrupt pixel data?"
-        )
-        raise InputError(
-            path, f"cannot decode DICOM pixels ({type(e).__name__}: {e}); {hint}"
-        ) from None
-    if arr.ndim != 2:
-        raise InputError(
-            path, f"expected one grey 2D frame, got pixel shape {arr.shape} (multi-frame/colour)"
-        )
-    slope, intercept = _rescale(ds, path)
-    return arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+def _drop_pixels(ds: pydicom.Dataset) -> None:
+    """Free a header's pixel data (and pydicom's decoded copy) once the slice is in the volume."""
+    if "PixelData" in ds:
+        del ds.PixelData
+    if getattr(ds, "_pixel_array", None) is not None:
+        ds._pixel_array = None
 
 
 def _dcmread(path: Path, *, strict: bool) -> pydicom.Dataset | None:
@@ -142,45 +49,57 @@ def _dcmread(path: Path, *, strict: bool) -> pydicom.Dataset | None:
         raise InputError(path, f"cannot read DICOM ({type(e).__name__}: {e})") from None
 
 
+def is_multiframe(ds: pydicom.Dataset) -> bool:
+    """Whether a file holds several frames (NumberOfFrames > 1)."""
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1) > 1
+    except (TypeError, ValueError):
+        return False
+
+
 def read_dicom_file(path: Path) -> ImageData:
     ds = _dcmread(path, strict=True)
     if "PixelData" not in ds:
-        raise _no_pixels(ds, path)
-    _check_modality(ds, path)
-    arr = _dicom_pixels(ds, path)
-    row, col, pos, ps = _slice_geometry(ds, path)
+        raise no_pixels(ds, path)
+    check_modality(ds, path)
+    if is_multiframe(ds):
+        return read_multiframe(path, ds)
+    arr = dicom_pixels(ds, path)
+    row, col, pos, ps = slice_geometry(ds, path)
     thickness = float(ds.get("SliceThickness", 1.0) or 1.0)
     lps = np.eye(4)
     lps[:3, 0] = np.cross(row, col) * thickness
     lps[:3, 1] = col * ps[0]
     lps[:3, 2] = row * ps[1]
     lps[:3, 3] = pos
-    stored = _lps_to_ras() @ lps
+    stored = lps_to_ras() @ lps
     vol, affine = to_canonical(arr[None], stored, path)
     reoriented = reorients(stored, path)
     if vol.shape[0] != 1:
         # Not an axial slice: keep the stored in-plane order rather than a sideways view.
         vol, affine, reoriented = arr[None], stored, False
     image = vol[0]
-    known = _states_spacing(ds)
+    known = states_spacing(ds)
     return ImageData(
         readonly(image), "hu", affine_spacing(affine)[1:], affine, path, reoriented, known
     )
 
 
-def dicom_series(folder: str | Path) -> dict[str, list[Path]]:
-    """The DICOM files of a folder (not recursive), grouped by SeriesInstanceUID.
+def dicom_series(folder: str | Path) -> dict[str, list[tuple[Path, pydicom.Dataset]]]:
+    """The DICOM image files of a folder (not recursive), grouped by SeriesInstanceUID, each
+    with its header (pixel data deferred: read from the file when first used, so a file is
+    read once however it is used afterwards).
 
     Files that are not DICOM (no preamble, e.g. a README) and DICOM files without pixel data
     (DICOMDIR, reports) are skipped; a ``.dcm`` file that cannot be parsed raises ``InputError``.
     """
     folder = Path(folder)
-    series: dict[str, list[Path]] = {}
+    series: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
     for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        ds = _dcmread_header(f, strict=f.suffix.lower() == ".dcm")
+        ds = read_header(f, strict=f.suffix.lower() == ".dcm")
         if ds is None or not _has_pixel_tag(ds):
             continue
-        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(f)
+        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, ds))
     return series
 
 
@@ -214,9 +133,15 @@ def _subfolder_hint(folder: Path, limit: int = 5) -> str:
     )
 
 
-def _dcmread_header(path: Path, *, strict: bool) -> pydicom.Dataset | None:
+#: Values longer than this (the pixel data) are read from the file only when first used.
+DEFER = "64 KB"
+
+
+def read_header(path: Path, *, strict: bool) -> pydicom.Dataset | None:
+    """A DICOM file's dataset with its pixel data deferred; ``None`` for a non-DICOM file
+    when not ``strict`` (else ``InputError`` naming the file)."""
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, force=strict)
+        return pydicom.dcmread(path, defer_size=DEFER, force=strict)
     except Exception as e:
         if not strict:
             return None
@@ -224,7 +149,7 @@ def _dcmread_header(path: Path, *, strict: bool) -> pydicom.Dataset | None:
 
 
 def _has_pixel_tag(ds: pydicom.Dataset) -> bool:
-    # With stop_before_pixels the PixelData element is absent; Rows/Columns mark an image.
+    # Rows/Columns mark an image (a truncated file may have lost its PixelData).
     return "Rows" in ds and "Columns" in ds
 
 
@@ -245,9 +170,9 @@ def slice_keys(
     """
     if items and all("ImagePositionPatient" in ds for _, ds in items):
         try:
-            row, col, _, _ = _slice_geometry(items[0][1], items[0][0])
+            row, col, _, _ = slice_geometry(items[0][1], items[0][0])
             normal = np.cross(row, col)
-            return [float(np.dot(_slice_geometry(ds, f)[2], normal)) for f, ds in items], True
+            return [float(np.dot(slice_geometry(ds, f)[2], normal)) for f, ds in items], True
         except InputError:
             if strict:
                 raise
@@ -290,6 +215,7 @@ def _without_localizers(
 
 
 def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
+    """The one image series of a folder (or series ``series`` of it) as a volume."""
     if not any(folder.iterdir()):
         raise InputError(folder, "empty folder")
     groups = dicom_series(folder)
@@ -298,19 +224,38 @@ def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
     if series is not None:
         if series not in groups:
             raise InputError(folder, f"no series {series!r}; found {sorted(groups)}")
-        files = groups[series]
+        items = groups[series]
     elif len(groups) > 1:
         found = ", ".join(f"{uid} ({len(fs)} files)" for uid, fs in sorted(groups.items()))
         raise InputError(
             folder, f"holds {len(groups)} DICOM series: {found}; pick one with series=UID"
         )
     else:
-        files = next(iter(groups.values()))
-    datasets = [(f, _dcmread(f, strict=True)) for f in files]
+        items = next(iter(groups.values()))
+    return series_volume(folder, items, gaps)
+
+
+def series_volume(folder: Path, datasets: list[tuple[Path, pydicom.Dataset]], gaps: str):
+    """One series' files (with their headers from :func:`read_header`) as a volume in HU.
+
+    A single multi-frame file is read by :func:`.multiframe.read_multiframe`; scouts among the
+    slices are left out (with a warning); the pixel data of each file is read once, here.
+    """
+    frames = [f for f, ds in datasets if is_multiframe(ds)]
+    if frames:
+        if len(datasets) > 1:
+            raise InputError(
+                folder,
+                f"a series of {len(datasets)} files of which {len(frames)} multi-frame "
+                f"({frames[0].name}, ...): give each multi-frame file on its own",
+            )
+        f, ds = datasets[0]
+        check_modality(ds, f)
+        return read_multiframe(f, ds)
     for f, ds in datasets:
-        _check_modality(ds, f)
+        check_modality(ds, f)
     datasets = _without_localizers(folder, datasets)
-    row, col, _, ps = _slice_geometry(datasets[0][1], datasets[0][0])
+    row, col, _, ps = slice_geometry(datasets[0][1], datasets[0][0])
     normal = np.cross(row, col)
     key, has_pos = slice_keys(datasets)
     order = np.argsort(key, kind="stable")
@@ -337,16 +282,18 @@ def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
         if gaps == "error":
             raise InputError(folder, msg)
         warnings.warn(f"{folder}: {msg}", stacklevel=4)
-    slices = [_dicom_pixels(ds, f) for f, ds in datasets]
-    shapes = {s.shape for s in slices}
-    if len(shapes) > 1:
-        raise InputError(folder, f"slices of one series differ in size: {sorted(shapes)}")
-    vol = np.stack(slices)
-    for _, ds in datasets:  # keep the headers (for DICOM outputs), not a second copy of pixels
-        if "PixelData" in ds:
-            del ds.PixelData
-    first = _slice_geometry(datasets[0][1], datasets[0][0])[2]
-    last = _slice_geometry(datasets[-1][1], datasets[-1][0])[2]
+    shape = (int(datasets[0][1].get("Rows", 0)), int(datasets[0][1].get("Columns", 0)))
+    vol = np.empty((len(datasets), *shape), np.float32)
+    for k, (f, ds) in enumerate(datasets):
+        pixels = dicom_pixels(ds, f)
+        if pixels.shape != shape:
+            raise InputError(
+                folder, f"slices of one series differ in size: {shape}, {pixels.shape} ({f.name})"
+            )
+        vol[k] = pixels
+        _drop_pixels(ds)  # keep the headers (for DICOM outputs), not a second copy of pixels
+    first = slice_geometry(datasets[0][1], datasets[0][0])[2]
+    last = slice_geometry(datasets[-1][1], datasets[-1][0])[2]
     lps = np.eye(4)
     if len(datasets) > 1 and has_pos:
         lps[:3, 0] = (last - first) / (len(datasets) - 1)
@@ -355,9 +302,9 @@ def read_dicom_series(folder: Path, series: str | None, gaps: str) -> ImageData:
     lps[:3, 1] = col * ps[0]
     lps[:3, 2] = row * ps[1]
     lps[:3, 3] = first
-    stored = _lps_to_ras() @ lps
+    stored = lps_to_ras() @ lps
     vol, affine = to_canonical(vol, stored, folder)
-    known = all(_states_spacing(ds) for _, ds in datasets)
+    known = all(states_spacing(ds) for _, ds in datasets)
     return ImageData(
         readonly(vol),
         "hu",

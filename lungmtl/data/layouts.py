@@ -294,10 +294,10 @@ def from_dicom_folder(
     rows = []
     folders = [root, *sorted(p for p in root.rglob("*") if p.is_dir())]
     for folder in folders:
-        for _, files in sorted(dicom_series(folder).items()):
-            head = pydicom.dcmread(files[0], stop_before_pixels=True, force=True)
+        for _, items in sorted(dicom_series(folder).items()):
+            head = items[0][1]
             patient = str(head.get("PatientID", "") or folder.name)
-            order = _dicom_order(files)
+            order = _dicom_order(items)
             for rank, f in enumerate(order):
                 rows.append(
                     {
@@ -317,8 +317,7 @@ def from_dicom_folder(
     return slice_table(rows)
 
 
-def _dicom_order(files: list[Path]) -> list[Path]:
+def _dicom_order(items: list[tuple[Path, pydicom.Dataset]]) -> list[Path]:
     """Files in slice order (:func:`lungmtl.data.dicom.slice_keys`, lenient: headers only)."""
-    items = [(f, pydicom.dcmread(f, stop_before_pixels=True, force=True)) for f in files]
     keys, _ = slice_keys(items, strict=False)
-    return [files[i] for i in np.argsort(keys, kind="stable")]
+    return [items[i][0] for i in np.argsort(keys, kind="stable")]
