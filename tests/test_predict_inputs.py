@@ -106,7 +106,7 @@ def test_single_dicom_slices_report_their_thickness_and_no_ml_without_pixel_spac
 
 
 @pytest.mark.realdata
-def test_dicom_folders_with_mixed_series_or_missing_slices_fail(real_data, tmp_path):
+def test_a_folder_of_two_series_gives_two_cases_and_missing_slices_fail(real_data, tmp_path):
     md = real_data / "covid-ct-md"
     table = pd.read_csv(md / "manifest.csv")
     p001 = table[table["patient"] == "covid-ct-md-P001"].sort_values("slice")["image"].tolist()
@@ -114,14 +114,19 @@ def test_dicom_folders_with_mixed_series_or_missing_slices_fail(real_data, tmp_p
     mixed, gaps = tmp_path / "mixed", tmp_path / "gaps"
     mixed.mkdir()
     gaps.mkdir()
-    for name in p001[:3] + normal[:3]:
+    for name in p001[:3] + normal[:4]:
         shutil.copy(md / name, mixed / name.replace("/", "_"))
     for name in p001[10:16] + p001[18:22]:  # two slices missing in the middle
         shutil.copy(md / name, gaps)
-    items = list(iter_cases([mixed, gaps]))
-    assert all(not getattr(i, "ok", True) for i in items), items
-    assert "2 DICOM series" in items[0].message
-    assert "missing slices" in items[1].message
+    *two, gap = list(iter_cases([mixed, gaps]))
+    # Each series of the folder is its own case, named patient__study__series.
+    assert sorted(c.image.array.shape[0] for c in two) == [3, 4]
+    assert len({c.name for c in two}) == 2 and all(c.name.count("__") == 2 for c in two)
+    assert {c.source["series_uid"] for c in two} == {
+        pydicom.dcmread(md / p001[0], stop_before_pixels=True).SeriesInstanceUID,
+        pydicom.dcmread(md / normal[0], stop_before_pixels=True).SeriesInstanceUID,
+    }
+    assert not gap.ok and "missing slices" in gap.message
     # With allow_gaps the series is read, with the warning kept for the summary.
     [case] = list(iter_cases([gaps], allow_gaps=True))
     assert case.image.array.shape[0] == 10 and "missing slices" in case.warnings[0]

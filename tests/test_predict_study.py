@@ -59,7 +59,8 @@ def test_a_scout_only_series_is_refused(tmp_path):
     (tmp_path / "s").mkdir()
     _scout(tmp_path / "s")
     (r,) = _run([tmp_path / "s"], tmp_path / "o")
-    assert not r.ok and "localizer (scout) series" in r.message
+    assert not r.ok and "no axial CT image series" in r.message
+    assert "localizer (scout) images" in r.message
 
 
 def test_the_input_block_names_the_series_kernel_spacing_and_intensity(tmp_path):

@@ -175,6 +175,7 @@ def _predict(args) -> int:
         dicom_seg=args.dicom_seg,
         assume_chest=args.assume_chest,
         spacing=_spacing(args.spacing),
+        series=args.series,
     )
     shown: list[str] = []
 

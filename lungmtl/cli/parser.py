@@ -164,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = add(
         "predict", commands._predict, "predict scans/slices: masks, verdicts, burden, report.html"
     )
-    r.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM folder/NIfTI/slice/manifest")
+    r.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="DICOM series/study folder or .zip, NIfTI, slice, folder of slice images, manifest",
+    )
     r.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     r.add_argument("--out", required=True, help="output folder (one sub-folder per case)")
     r.add_argument("--device", default="auto")
@@ -192,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--spacing",
         metavar="Z,Y,X",
         help="slice spacing and pixel size in mm for inputs that state none (image folders)",
+    )
+    r.add_argument(
+        "--series",
+        default="all",
+        metavar="all|one|UID|NUMBER",
+        help="series of a DICOM study folder, CD or zip: all (each its own case), one per "
+        "study (lung kernel, then thinnest slices), or the series of that UID or number",
     )
     r.add_argument(
         "--assume-chest",

@@ -179,7 +179,7 @@ def slice_keys(
     return [_instance_number(ds, i) for i, (_, ds) in enumerate(items)], False
 
 
-def _is_localizer(ds: pydicom.Dataset) -> bool:
+def is_localizer(ds: pydicom.Dataset) -> bool:
     return "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]
 
 
@@ -194,7 +194,7 @@ def _without_localizers(
         iop = [round(float(v), 2) for v in ds.get("ImageOrientationPatient", [])]
         return (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), tuple(iop))
 
-    images = [(f, ds) for f, ds in datasets if not _is_localizer(ds)]
+    images = [(f, ds) for f, ds in datasets if not is_localizer(ds)]
     if not images:
         raise InputError(folder, "a localizer (scout) series, not axial CT slices")
     keys = [shape_and_plane(ds) for _, ds in images]

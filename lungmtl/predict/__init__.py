@@ -117,7 +117,8 @@ def _predict_all(
         return CaseResult(name, str(source), True, DONE_BEFORE, out / name, summary)
 
     done = skip if options.resume else None
-    for item in iter_cases(list(inputs), options.allow_gaps, options.shard, done):
+    cases = iter_cases(list(inputs), options.allow_gaps, options.shard, done, options.series)
+    for item in cases:
         if isinstance(item, CaseResult):
             result = item
         else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -27,23 +26,13 @@ from ..data.manifest import read_manifest
 from ..data.sources import load_slice
 from ..errors import InputError
 from ..files import natural_key
+from .describe import INTENSITY, case_name, describe, safe_name
 from .slicefolder import id_breaks, read_slice_folder, slice_images
+from .study import StudyPlan, is_zip, keep_or_drop, plan_study, study_cases
 from .types import Case, CaseResult
 
 #: Mean spread between the R, G and B channels (0..255) above which a picture is not a CT slice.
 MAX_COLOUR_SPREAD = 12.0
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "case"
-
-
-def _case_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", *RASTER_SUFFIXES, ".nii", ".npy", ".dcm"):
-        if name.lower().endswith(suffix):
-            return _safe(name[: -len(suffix)])
-    return _safe(name)
 
 
 def _check_not_photo(path: Path) -> None:
@@ -78,22 +67,15 @@ def _volume_case(path: Path, allow_gaps: bool) -> Case:
     if data.affine is not None and not data.spacing_known:
         notes.append("the file gives no pixel spacing: no volumes in mL")
     case = Case(
-        _case_name(path),
+        case_name(path),
         data,
         None,
         ids,
         data.affine is not None and data.spacing_known,
         notes,
     )
-    case.source = _describe(data, path, arr.shape[0])
+    case.source = describe(data, path, arr.shape[0])
     return case
-
-
-INTENSITY = {
-    "hu": "Hounsfield units",
-    "8bit": "8-bit grey as exported (windowed by the exporter); each slice's lung and soft-tissue "
-    "levels are mapped onto the training scale",
-}
 
 
 def with_spacing(case: Case, spacing: tuple[float, float, float] | None) -> Case:
@@ -109,39 +91,10 @@ def with_spacing(case: Case, spacing: tuple[float, float, float] | None) -> Case
     return case
 
 
-def _describe(data: ImageData, path: Path, n_slices: int) -> dict:
-    """summary.json's ``input`` for a file or a DICOM series."""
-    if data.dicom is not None:
-        first = data.dicom.headers[0]
-        kernel = first.get("ConvolutionKernel", "")
-        return {
-            "kind": "DICOM series",
-            "series_uid": str(first.get("SeriesInstanceUID", "")),
-            "series_description": str(first.get("SeriesDescription", "")),
-            "kernel": "\\".join(map(str, kernel))
-            if isinstance(kernel, list | tuple)
-            else str(kernel),
-            "slices": n_slices,
-            "spacing": "DICOM (slice positions, PixelSpacing)" if data.spacing_known else "unknown",
-            "intensity": INTENSITY["hu"] + " (DICOM rescale slope/intercept)",
-        }
-    suffix = suffix_of(path)
-    kind = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".npy": "NumPy array", ".dcm": "DICOM file"}
-    why = "" if suffix == ".dcm" else " (guessed: minimum below -200)" if data.kind == "hu" else ""
-    if data.kind == "8bit" and suffix not in RASTER_SUFFIXES:
-        why = " (guessed: no value below -200)"
-    return {
-        "kind": kind.get(suffix, "slice image" if suffix in RASTER_SUFFIXES else "DICOM file"),
-        "slices": n_slices,
-        "spacing": "file header" if data.affine is not None and data.spacing_known else "unknown",
-        "intensity": INTENSITY[data.kind] + why,
-    }
-
-
 def _slice_folder_case(path: Path) -> Case:
     data, ids, notes, breaks, info = read_slice_folder(path, _check_not_photo)
     notes.append("spacing unknown: no volumes in mL (give --spacing z,y,x in mm)")
-    case = Case(_case_name(path), data, None, ids, False, notes, breaks=breaks)
+    case = Case(case_name(path), data, None, ids, False, notes, breaks=breaks)
     case.source = {**info, "spacing": "unknown", "intensity": INTENSITY["8bit"]}
     return case
 
@@ -250,7 +203,7 @@ def _manifest_cases(
     taken = set() if taken is None else taken
     groups = _manifest_groups(table)
     if names is None or len(names) != len(groups):  # the manifest changed since it was planned
-        names = [_claim(taken, _safe(patient)) for patient, _ in groups]
+        names = [_claim(taken, safe_name(patient)) for patient, _ in groups]
     out: list[Case | CaseResult] = []
     for (patient, rows), name in zip(groups, names, strict=True):
         if done is not None and (earlier := done(name, folder)) is not None:
@@ -282,7 +235,7 @@ def _manifest_cases(
                 for s, lung, meta, sid in zip(slices, lungs, metas, ids, strict=True):
                     data = ImageData(s[None], meta.kind, (1.0, 1.0, 1.0), None, folder)
                     lung3 = None if lung is None else lung[None]
-                    sname = _claim(taken, f"{name}_{_safe(sid)}")
+                    sname = _claim(taken, f"{name}_{safe_name(sid)}")
                     out.append(Case(sname, data, lung3, [sid], False, [*notes, warn]))
                 continue
             if metas[0].array.ndim == 2:
@@ -324,30 +277,38 @@ def failure_message(where: str | Path, e: BaseException, what: str = "") -> str:
     return f"{where}{about}: {type(e).__name__}: {e}"
 
 
-def _plan_names(paths: Sequence[Path]) -> tuple[list[tuple[list[str], pd.DataFrame | None]], set]:
+def _plan_names(
+    paths: Sequence[Path], series_rule: str = "all"
+) -> tuple[list[tuple[list[str], pd.DataFrame | StudyPlan | None]], set]:
     """Case names for every input of the whole list, before sharding.
 
     Every shard computes the same names from the same list, so inputs ``p1/CT`` and ``p2/CT``
     in different shards get ``CT`` and ``CT_2`` rather than both writing ``OUT/CT``. Manifest
-    folders are read here (the table only, no images) to name one case per patient.
+    folders are read here (the table only, no images) to name one case per patient; DICOM
+    folders and zips are scanned (headers only, kept for reading) to name one case per series.
 
     Returns:
-        Per input: its case names (one, or one per manifest patient) and the manifest table
-        (None for other inputs, or where the manifest cannot be read: its shard reports that);
-        and the set of all names.
+        Per input: its case names (one, or one per manifest patient or kept series) and its
+        manifest table or study plan (None for other inputs, or where the manifest cannot be
+        read: its shard reports that); and the set of all names.
     """
     taken: set[str] = set()
-    plan: list[tuple[list[str], pd.DataFrame | None]] = []
+    plan: list[tuple[list[str], pd.DataFrame | StudyPlan | None]] = []
     for path in paths:
         table = None
-        bases = [_case_name(path)]
+        bases = [case_name(path)]
         if path.is_dir() and (path / "manifest.csv").is_file():
             try:
                 table = read_manifest(path, labels=False)
-                bases = [_safe(patient) for patient, _ in _manifest_groups(table)]
+                bases = [safe_name(patient) for patient, _ in _manifest_groups(table)]
             except Exception:  # reported when its shard reads it
                 table = None
+        elif is_zip(path) or (path.is_dir() and not slice_images(path)):
+            study = plan_study(path, series_rule, taken, _claim)
+            plan.append((study.names, study))
+            continue
         plan.append(([_claim(taken, b) for b in bases], table))
+    keep_or_drop([p for _, p in plan if isinstance(p, StudyPlan)])
     return plan, taken
 
 
@@ -356,6 +317,7 @@ def iter_cases(
     allow_gaps: bool = False,
     shard: tuple[int, int] = (0, 1),
     done: Callable[[str, Path], CaseResult | None] | None = None,
+    series_rule: str = "all",
 ) -> Iterator[Case | CaseResult]:
     """Read the inputs into cases one at a time (one volume in memory at once).
 
@@ -363,15 +325,21 @@ def iter_cases(
     :class:`CaseResult`; names are unique over the whole of ``inputs``, shards included.
 
     Args:
-        inputs: DICOM series folders, manifest folders, NIfTI/.npy volumes, slice files.
+        inputs: DICOM folders (a series, a study, a CD) and .zip files of them, manifest
+            folders, folders of slice images, NIfTI/.npy volumes, slice files.
         allow_gaps: accept DICOM series with missing slices.
         shard: (k, n): read only inputs k, k+n, k+2n, ... (names still come from all inputs).
         done: called with a case's name and input before it is read; a result it returns (a
             case finished before, see ``resume``) is yielded instead of reading the input.
+        series_rule: which series of a DICOM study: "all", "one" or a series UID or number
+            (:func:`lungmtl.data.study.choose`).
     """
     paths = [Path(p) for p in inputs]
-    plan, taken = _plan_names(paths)
+    plan, taken = _plan_names(paths, series_rule)
     k, n = shard
+    for i, (_, p) in enumerate(plan):  # another shard reads these: free them now
+        if isinstance(p, StudyPlan) and i % n != k:
+            p.close()
     for i in range(k, len(paths), n):
         path = paths[i]
         names, table = plan[i]
@@ -381,6 +349,9 @@ def iter_cases(
                 raise InputError(path, "input not found")
             if path.is_dir() and (path / "manifest.csv").is_file():
                 yield from _manifest_cases(path, table, names, taken, done)
+                continue
+            if isinstance(table, StudyPlan):
+                yield from study_cases(table, allow_gaps, done)
                 continue
             if done is not None and (earlier := done(names[0], path.absolute())) is not None:
                 yield earlier

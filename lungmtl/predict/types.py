@@ -107,6 +107,9 @@ class PredictOptions:
             the infection and the lungs on the series' own frames).
         calibration: a site calibration file (``lungmtl calibrate``): P(infected), the slice
             threshold and the scan rule are read from it instead of the checkpoint's.
+        series: which series of a DICOM study (folder, CD, zip) to predict: "all" (every axial
+            CT series, each its own case), "one" (per study: a lung kernel, then the thinnest
+            slices, then the most slices) or a SeriesInstanceUID or SeriesNumber.
         engine: "torch" (eager PyTorch) or "onnx": the model stage through ONNX Runtime on the
             CPU, on the model exported as ``lungmtl export`` does (docs/performance.md);
             Grad-CAM still uses PyTorch.
@@ -130,6 +133,7 @@ class PredictOptions:
     dicom_seg: bool = True
     assume_chest: bool = False
     spacing: tuple[float, float, float] | None = None
+    series: str = "all"
 
     def __post_init__(self) -> None:
         # Refused up front, not by every case with an internal message naming its input.
@@ -146,3 +150,5 @@ class PredictOptions:
             len(self.spacing) != 3 or not all(np.isfinite(v) and v > 0 for v in self.spacing)
         ):
             raise InputError("--spacing", f"expected z,y,x in mm, all > 0, got {self.spacing!r}")
+        if not isinstance(self.series, str) or not self.series.strip():
+            raise InputError("--series", f"expected all, one, a UID or number: {self.series!r}")
