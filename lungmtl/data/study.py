@@ -158,11 +158,11 @@ def scan_study(root: Path) -> Study:
         except InputError as e:
             bad.append(str(e))
             continue
+        if ds is not None and _sop(ds) == MEDIA_DIRECTORY:
+            dicomdir = True
+            continue
         if ds is None or not _looks_dicom(ds):
             other += 1
-            continue
-        if _sop(ds) == MEDIA_DIRECTORY:
-            dicomdir = True
             continue
         uid = _text(ds, "SeriesInstanceUID") or str(f.parent)
         groups.setdefault(uid, Series(uid)).items.append((f, ds))
@@ -264,7 +264,8 @@ def _rank(series: Series) -> tuple:
 
 
 def _why(series: Series) -> str:
-    kernel = "sharp (lung) kernel" if series.is_lung() else "no lung kernel"
+    kind = "sharp (lung) kernel" if series.is_lung() else "no lung kernel"
+    kernel = f"kernel {series.kernel or '?'}, {kind}"
     return (
         f"series {_text(series.head, 'SeriesNumber')} {_text(series.head, 'SeriesDescription')!r}"
         f" ({kernel}, {series.thickness} mm, {series.frames} slices)"

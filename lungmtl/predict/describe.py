@@ -59,8 +59,9 @@ def describe(data: ImageData, path: Path, n_slices: int, header=None) -> dict:
     if data.kind == "8bit" and suffix not in RASTER_SUFFIXES:
         why = " (guessed: no value below -200)"
     return {
-        "kind": kind.get(suffix, "slice image" if suffix in RASTER_SUFFIXES else "DICOM file")
-        + (" (multi-frame)" if suffix == ".dcm" and n_slices > 1 else ""),
+        "kind": "DICOM multi-frame file"
+        if suffix == ".dcm" and n_slices > 1
+        else kind.get(suffix, "slice image" if suffix in RASTER_SUFFIXES else "DICOM file"),
         "slices": n_slices,
         "spacing": "file header" if data.affine is not None and data.spacing_known else "unknown",
         "intensity": INTENSITY[data.kind] + why,
