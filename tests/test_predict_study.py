@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from data_helpers import write_dicom
 from PIL import Image
 from predict_helpers import FAST, bright_predictor
@@ -127,3 +128,112 @@ def test_a_folder_of_slice_images_of_different_sizes_is_refused(tmp_path):
     _png_slices(tmp_path / "png", [grey, grey[:32]], ["a1.png", "a2.png"])
     (r,) = _run([tmp_path / "png"], tmp_path / "o")
     assert not r.ok and "differ in size" in r.message
+
+
+def _series_files(folder, hu, **kw):
+    write_series(folder, hu, **kw)
+    return sorted(folder.iterdir())
+
+
+def test_a_zip_is_unpacked_safely_and_its_series_predicted(tmp_path):
+    import zipfile
+
+    hu = make_phantom_volume(13, 6, 64).hu
+    files = _series_files(tmp_path / "ct", hu)
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in files:
+            z.write(f, f"PATIENT/STUDY/SERIES/{f.name}")
+        z.writestr("../escaped.dcm", files[0].read_bytes())  # would land outside
+        z.writestr("/abs.dcm", files[0].read_bytes())
+    plain, zipped = _run([tmp_path / "ct", archive], tmp_path / "o")
+    assert zipped.ok, zipped.message
+    assert zipped.name == "export" and zipped.summary["n_slices"] == 6
+    assert zipped.summary["infected_voxels"] == plain.summary["infected_voxels"]
+    assert any("unsafe paths left out" in w for w in zipped.summary["warnings"])
+    assert not (tmp_path / "escaped.dcm").exists() and not __import__("os").path.exists("/abs.dcm")
+
+
+def test_a_bad_or_oversized_zip_is_refused_by_name(tmp_path):
+    import zipfile
+
+    from lungmtl.data.archive import unpack_zip
+    from lungmtl.errors import InputError
+
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    (r,) = _run([broken], tmp_path / "o")
+    assert not r.ok and "broken.zip" in r.message and "not a readable zip" in r.message
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("zeros.dcm", b"\0" * 5_000_000)
+    with pytest.raises(InputError, match=r"bomb.zip.*unpacks to .* more than"):
+        unpack_zip(bomb, max_bytes=1_000_000)
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("notes.txt", "nothing here")
+    (r,) = _run([empty], tmp_path / "o2")
+    assert not r.ok and "zip holds no DICOM image files" in r.message
+
+
+def test_reformats_reports_and_scouts_of_a_study_are_skipped_with_their_reasons(tmp_path):
+    hu = make_phantom_volume(14, 6, 64).hu
+    write_series(tmp_path / "study" / "axial", hu)
+    write_series(tmp_path / "study" / "coronal", hu, iop=(1, 0, 0, 0, 0, -1),
+                 step=(0.0, 2.5, 0.0), series="1.2.826.0.1.3680043.99.7")  # fmt: skip
+    (tmp_path / "study" / "scout").mkdir()
+    _scout(tmp_path / "study" / "scout")  # its own series here
+    import pydicom
+
+    for f in (tmp_path / "study" / "scout").iterdir():
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = "1.2.826.0.1.3680043.99.8"
+        ds.save_as(f)
+    (r,) = _run([tmp_path / "study"], tmp_path / "o")
+    assert r.ok and r.name == "study" and r.summary["n_slices"] == 6
+    skipped = [d["skipped"] for d in r.summary["input"]["study"]["series"] if not d["predicted"]]
+    assert sorted(s.split(" ")[0] for s in skipped) == ["localizer", "not"]
+    assert any("coronal or sagittal reformat" in s for s in skipped)
+
+
+def test_a_study_without_axial_ct_says_what_it_holds(tmp_path):
+    from study_helpers import dose_report, write
+
+    hu = make_phantom_volume(15, 4, 32).hu
+    write_series(tmp_path / "ct", hu)
+    import pydicom
+
+    like = pydicom.dcmread(next((tmp_path / "ct").iterdir()))
+    write(tmp_path / "sr", [dose_report(like)])
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("hello")
+    sr, docs = _run([tmp_path / "sr", tmp_path / "docs"], tmp_path / "o")
+    assert not sr.ok and "no axial CT image series" in sr.message
+    assert "structured report" in sr.message
+    assert not docs.ok and "holds no DICOM image files" in docs.message
+
+
+def test_a_classic_multiframe_ct_is_placed_by_its_spacing_or_refused(tmp_path):
+    import pydicom
+
+    from lungmtl.data.io import read_image
+    from lungmtl.errors import InputError
+
+    hu = make_phantom_volume(16, 5, 64).hu
+    write_series(tmp_path / "ct", hu)
+    files = sorted((tmp_path / "ct").iterdir())
+    ds = pydicom.dcmread(files[0])
+    frames = np.stack([pydicom.dcmread(f).pixel_array for f in files])
+    ds.NumberOfFrames = len(frames)
+    ds.PixelData = frames.astype(np.uint16).tobytes()
+    ds.SpacingBetweenSlices = 2.5
+    ds.save_as(tmp_path / "multi.dcm")
+    series = read_image(tmp_path / "ct")
+    with pytest.warns(UserWarning, match="placed 2.5 mm apart"):
+        multi = read_image(tmp_path / "multi.dcm")
+    assert np.array_equal(multi.array, series.array)
+    assert np.allclose(multi.affine, series.affine)
+    del ds.SpacingBetweenSlices, ds.SliceThickness
+    ds.save_as(tmp_path / "nospacing.dcm")
+    with pytest.raises(InputError, match=r"nospacing.dcm.*without SpacingBetweenSlices"):
+        read_image(tmp_path / "nospacing.dcm")
