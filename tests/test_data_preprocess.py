@@ -140,7 +140,11 @@ def test_normalise_lung_range_and_level(x, reference):
     assert out.dtype == np.float32 and out.shape == x.shape
     assert out.min() >= 0.0 and out.max() <= 1.0
     level = float(np.median(x[lung]))
-    if level > 1e-3 and reference / level <= 1.0:  # no clipping: the lung median hits reference
+    inside = (out[lung] > 0.0) & (out[lung] < 1.0)
+    # The map (affine with a tissue anchor, else multiplicative) sends the lung median to the
+    # reference; clipping at 0 or 1 can move the median of an even count, so only unclipped
+    # lungs are held to it (a found counterexample: half the lung at 0 clipped below 0).
+    if level > 1e-3 and inside.all():
         assert abs(float(np.median(out[lung])) - reference) < 1e-4
 
 

@@ -237,3 +237,20 @@ def test_a_classic_multiframe_ct_is_placed_by_its_spacing_or_refused(tmp_path):
     ds.save_as(tmp_path / "nospacing.dcm")
     with pytest.raises(InputError, match=r"nospacing.dcm.*without SpacingBetweenSlices"):
         read_image(tmp_path / "nospacing.dcm")
+
+
+def test_resume_skips_the_finished_series_of_a_study_without_reading_them(tmp_path, monkeypatch):
+    hu = make_phantom_volume(17, 5, 64).hu
+    write_series(tmp_path / "study" / "a", hu)
+    write_series(tmp_path / "study" / "b", hu, series="1.2.826.0.1.3680043.99.9")
+    first = _run([tmp_path / "study"], tmp_path / "o")
+    assert [r.ok for r in first] == [True, True] and first[0].name != first[1].name
+    import lungmtl.predict.study as study
+
+    def no_read(*a, **k):
+        raise AssertionError("a finished series was read again")
+
+    monkeypatch.setattr(study, "series_volume", no_read)
+    again = _run([tmp_path / "study"], tmp_path / "o", resume=True)
+    assert [r.name for r in again] == [r.name for r in first]
+    assert all(r.ok and r.message == "done before" for r in again), again
