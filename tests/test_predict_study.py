@@ -150,7 +150,7 @@ def test_a_zip_is_unpacked_safely_and_its_series_predicted(tmp_path):
     assert zipped.ok, zipped.message
     assert zipped.name == "export" and zipped.summary["n_slices"] == 6
     assert zipped.summary["infected_voxels"] == plain.summary["infected_voxels"]
-    assert any("unsafe paths left out" in w for w in zipped.summary["warnings"])
+    assert any("unsafe or clashing paths left out" in w for w in zipped.summary["warnings"])
     assert not (tmp_path / "escaped.dcm").exists() and not __import__("os").path.exists("/abs.dcm")
 
 

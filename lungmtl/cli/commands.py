@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,10 @@ def _predict(args) -> int:
         print(line, flush=True)
         shown.append(line)
 
+    def terminated(signum, frame):  # SLURM time limits, docker stop: stop as Ctrl-C does,
+        raise KeyboardInterrupt  # so finished cases stay whole and a zip's files are removed
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         results = predict(args.checkpoint, args.inputs, args.out, opts, echo=echo)
     except KeyboardInterrupt:
@@ -195,6 +200,8 @@ def _predict(args) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failed = sum(not r.ok for r in results)
     before = sum(r.ok and r.message == "done before" for r in results)
     again = f" ({before} finished before, not redone)" if before else ""

@@ -16,6 +16,7 @@ import pydicom
 
 from ..errors import InputError
 from .dicom_fields import (
+    GAP_FACTOR,
     check_modality,
     dicom_pixels,
     lps_to_ras,
@@ -24,9 +25,8 @@ from .dicom_fields import (
     states_spacing,
 )
 from .image import DicomSource, ImageData, affine_spacing, readonly, reorients, to_canonical
-from .multiframe import read_multiframe
+from .multiframe import is_multiframe, read_frames_series, read_multiframe
 
-GAP_FACTOR = 1.5
 #: Most images of another orientation or size than the rest of a series taken for scouts.
 MAX_SCOUTS = 3
 
@@ -47,14 +47,6 @@ def _dcmread(path: Path, *, strict: bool) -> pydicom.Dataset | None:
         if not strict:
             return None
         raise InputError(path, f"cannot read DICOM ({type(e).__name__}: {e})") from None
-
-
-def is_multiframe(ds: pydicom.Dataset) -> bool:
-    """Whether a file holds several frames (NumberOfFrames > 1)."""
-    try:
-        return int(ds.get("NumberOfFrames", 1) or 1) > 1
-    except (TypeError, ValueError):
-        return False
 
 
 def read_dicom_file(path: Path) -> ImageData:
@@ -179,6 +171,16 @@ def slice_keys(
     return [_instance_number(ds, i) for i, (_, ds) in enumerate(items)], False
 
 
+def plane_key(ds: pydicom.Dataset) -> tuple:
+    """(Rows, Columns, orientation to 2 decimals): what a series' slices share and a scout
+    does not; malformed values are kept as text (a later read names them)."""
+    try:
+        iop = tuple(round(float(v), 2) for v in ds.get("ImageOrientationPatient", []))
+    except (TypeError, ValueError):
+        iop = (str(ds.get("ImageOrientationPatient")),)
+    return (str(ds.get("Rows", "")), str(ds.get("Columns", "")), iop)
+
+
 def is_localizer(ds: pydicom.Dataset) -> bool:
     return "LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])]
 
@@ -190,14 +192,10 @@ def _without_localizers(
     or image size that differs from the rest's; left out with a warning, never taken for slices
     (their position would otherwise read as a gap of hundreds of mm)."""
 
-    def shape_and_plane(ds: pydicom.Dataset) -> tuple:
-        iop = [round(float(v), 2) for v in ds.get("ImageOrientationPatient", [])]
-        return (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)), tuple(iop))
-
     images = [(f, ds) for f, ds in datasets if not is_localizer(ds)]
     if not images:
         raise InputError(folder, "a localizer (scout) series, not axial CT slices")
-    keys = [shape_and_plane(ds) for _, ds in images]
+    keys = [plane_key(ds) for _, ds in images]
     common = max(set(keys), key=keys.count)
     odd = [item for item, k in zip(images, keys, strict=True) if k != common]
     if odd and (len(odd) > MAX_SCOUTS or 4 * len(odd) >= len(images)):
@@ -243,15 +241,17 @@ def series_volume(folder: Path, datasets: list[tuple[Path, pydicom.Dataset]], ga
     """
     frames = [f for f, ds in datasets if is_multiframe(ds)]
     if frames:
-        if len(datasets) > 1:
+        for f, ds in datasets:
+            check_modality(ds, f)
+        if len(frames) < len(datasets):
             raise InputError(
                 folder,
-                f"a series of {len(datasets)} files of which {len(frames)} multi-frame "
-                f"({frames[0].name}, ...): give each multi-frame file on its own",
+                f"a series mixing {len(frames)} multi-frame and {len(datasets) - len(frames)} "
+                f"single-frame files ({frames[0].name}, ...): cannot stack them as one scan",
             )
-        f, ds = datasets[0]
-        check_modality(ds, f)
-        return read_multiframe(f, ds)
+        if len(datasets) == 1:
+            return read_multiframe(*datasets[0])
+        return read_frames_series(folder, datasets, gaps)
     for f, ds in datasets:
         check_modality(ds, f)
     datasets = _without_localizers(folder, datasets)

@@ -10,6 +10,9 @@ import pydicom
 
 from ..errors import InputError
 
+#: A step between slices this many times the median step marks missing slices.
+GAP_FACTOR = 1.5
+
 
 def lps_to_ras() -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0])

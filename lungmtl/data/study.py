@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pydicom
 
 from ..errors import InputError
-from .dicom import is_dicom_file, is_localizer, read_header
+from .dicom import is_dicom_file, is_localizer, plane_key, read_header
 
 CT_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2": "CT Image",
@@ -72,9 +74,16 @@ class Series:
     items: list[tuple[Path, pydicom.Dataset]] = field(default_factory=list)
     skipped: str | None = None
 
-    @property
+    @cached_property
     def head(self) -> pydicom.Dataset:
-        return self.items[0][1]
+        """A header of the series' slices: of the most common size and orientation among its
+        non-localizer images (a scout sorted first must not stand for the series)."""
+        images = [ds for _, ds in self.items if not is_localizer(ds)] or [
+            ds for _, ds in self.items
+        ]
+        keys = [plane_key(ds) for ds in images]
+        common = max(keys, key=keys.count)
+        return images[keys.index(common)]
 
     @property
     def frames(self) -> int:
@@ -141,6 +150,16 @@ def _files(root: Path) -> list[Path]:
     return files
 
 
+def has_dicom_below(folder: Path) -> bool:
+    """Whether a sub-folder (any depth) holds a DICOM file: a study folder that also shows a
+    picture or two at its top (a preview, a logo) is a study, not a folder of slice images."""
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        if Path(root) != Path(folder) and any(is_dicom_file(Path(root) / n) for n in names):
+            return True
+    return False
+
+
 def scan_study(root: Path) -> Study:
     """Read the header of every file below ``root`` once and group the DICOM ones by series.
 
@@ -149,14 +168,26 @@ def scan_study(root: Path) -> Study:
     series is found when it is read).
     """
     root = Path(root)
+    return group_headers(root, (_read(f) for f in _files(root)))
+
+
+def _read(f: Path) -> tuple[Path, pydicom.Dataset | None, str | None]:
+    try:
+        return f, read_header(f, strict=is_dicom_file(f) or f.suffix.lower() == ".dcm"), None
+    except InputError as e:
+        return f, None, str(e)
+
+
+def group_headers(
+    root: Path, headers: Iterable[tuple[Path, pydicom.Dataset | None, str | None]]
+) -> Study:
+    """Group (file, header or None, error or None) triples by series and judge each series."""
     groups: dict[str, Series] = {}
     other, bad = 0, []
     dicomdir = False
-    for f in _files(root):
-        try:
-            ds = read_header(f, strict=is_dicom_file(f) or f.suffix.lower() == ".dcm")
-        except InputError as e:
-            bad.append(str(e))
+    for f, ds, error in headers:
+        if error is not None:
+            bad.append(error)
             continue
         if ds is not None and _sop(ds) == MEDIA_DIRECTORY:
             dicomdir = True
@@ -164,7 +195,7 @@ def scan_study(root: Path) -> Study:
         if ds is None or not _looks_dicom(ds):
             other += 1
             continue
-        uid = _text(ds, "SeriesInstanceUID") or str(f.parent)
+        uid = _text(ds, "SeriesInstanceUID") or _relative(f.parent, root)
         groups.setdefault(uid, Series(uid)).items.append((f, ds))
     notes = ["a DICOMDIR (CD/DVD layout): series found by reading the files below it"] * dicomdir
     if other:
@@ -176,6 +207,14 @@ def scan_study(root: Path) -> Study:
     for s in series:
         s.skipped = skip_reason(s)
     return Study(root, series, notes)
+
+
+def _relative(folder: Path, root: Path) -> str:
+    """A folder named from the input on (stable wherever a zip was unpacked)."""
+    try:
+        return str(folder.relative_to(root)) or "."
+    except ValueError:
+        return str(folder)
 
 
 def _sop(ds: pydicom.Dataset) -> str:
@@ -211,15 +250,29 @@ def skip_reason(series: Series) -> str | None:
         return "dose report stored as an image"
     if any(t in ("MIP", "MINIP", "PROJECTION IMAGE", "VOLUME RENDERING") for t in types):
         return "projection (MIP/MinIP/volume rendering): not slices"
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None and ds.get("SharedFunctionalGroupsSequence"):
-        plane = ds.SharedFunctionalGroupsSequence[0].get("PlaneOrientationSequence")
-        iop = plane[0].get("ImageOrientationPatient") if plane else None
-    if iop is not None and len(iop) == 6:
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        if abs(normal[2]) < MIN_AXIAL_COSINE * max(np.linalg.norm(normal), 1e-9):
-            return "not axial (a coronal or sagittal reformat): the model reads axial slices"
+    normal = _normal(ds)
+    if normal is not None and abs(normal[2]) < MIN_AXIAL_COSINE * np.linalg.norm(normal):
+        return "not axial (a coronal or sagittal reformat): the model reads axial slices"
     return None
+
+
+def _normal(ds: pydicom.Dataset) -> np.ndarray | None:
+    """The slice normal from ImageOrientationPatient (of the file, or of the shared or first
+    per-frame functional group of a multi-frame file); None where absent or malformed (the
+    read names it)."""
+    iop = ds.get("ImageOrientationPatient")
+    for key in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if iop is None and ds.get(key):
+            plane = ds.get(key)[0].get("PlaneOrientationSequence")
+            iop = plane[0].get("ImageOrientationPatient") if plane else None
+    try:
+        values = np.asarray([float(v) for v in iop], float) if iop is not None else None
+    except (TypeError, ValueError):
+        return None
+    if values is None or values.shape != (6,):
+        return None
+    normal = np.cross(values[:3], values[3:])
+    return normal if np.linalg.norm(normal) > 1e-6 else None
 
 
 def choose(study: Study, rule: str) -> str:
@@ -233,6 +286,7 @@ def choose(study: Study, rule: str) -> str:
         InputError: a series asked for that is not among the kept ones.
     """
     kept = study.kept()
+    rule = rule.strip()
     if rule == "all":
         return "every axial CT series predicted (--series all)"
     if rule == "one":

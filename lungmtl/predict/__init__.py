@@ -141,7 +141,8 @@ def _predict_one(
     predictor: Predictor, case: Case, case_dir: Path, options, same: dict | None = None
 ) -> CaseResult:
     source = str(case.image.path)
-    done = finished_summary(case_dir, case.name, source, same) if options.resume else None
+    uid = case.source.get("series_uid")
+    done = finished_summary(case_dir, case.name, source, same, uid) if options.resume else None
     if done is not None:
         return CaseResult(case.name, source, True, DONE_BEFORE, case_dir, done)
     try:

@@ -183,11 +183,12 @@ def postprocess_case(
 
         seg_prob = crf_refine(seg_prob, device=predictor.device)
     boxes = pre.boxes
-    mask = (paste_back(seg_prob, boxes, (h, w)) >= opts.threshold).astype(np.uint8)
+    mask = paste_back(seg_prob, boxes, (h, w), at_least=opts.threshold).view(np.uint8)
     if case.lung is not None:
         lung = case.lung.astype(bool)
     else:
-        lung = paste_back(pre.lung_small.astype(np.float32), boxes, (h, w)) > 0.5
+        # > 0.5 exactly: the next float above 0.5 as the least value kept.
+        lung = paste_back(pre.lung_small.astype(np.float32), boxes, (h, w), np.nextafter(0.5, 1))
     spacing = tuple(float(s) for s in case.image.spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0 if case.has_geometry else None
     pixel_mm2 = spacing[1] * spacing[2] if case.has_geometry else None

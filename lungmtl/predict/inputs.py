@@ -24,6 +24,7 @@ from ..data.image import RASTER_SUFFIXES, ImageData, affine_spacing, suffix_of
 from ..data.io import read_image
 from ..data.manifest import read_manifest
 from ..data.sources import load_slice
+from ..data.study import has_dicom_below
 from ..errors import InputError
 from ..files import natural_key
 from .describe import INTENSITY, case_name, describe, safe_name
@@ -303,7 +304,7 @@ def _plan_names(
                 bases = [safe_name(patient) for patient, _ in _manifest_groups(table)]
             except Exception:  # reported when its shard reads it
                 table = None
-        elif is_zip(path) or (path.is_dir() and not slice_images(path)):
+        elif is_zip(path) or (path.is_dir() and (not slice_images(path) or has_dicom_below(path))):
             study = plan_study(path, series_rule, taken, _claim)
             plan.append((study.names, study))
             continue
@@ -372,11 +373,15 @@ def iter_cases(
 
 
 def finished_summary(
-    out_dir: Path, name: str, source: str | Path, same: dict | None = None
+    out_dir: Path,
+    name: str,
+    source: str | Path,
+    same: dict | None = None,
+    series_uid: str | None = None,
 ) -> dict | None:
     """The summary in ``out_dir`` of case ``name`` if an earlier run finished it on ``source``
     (and, where given, with the same values of the summary keys in ``same``: the checkpoint,
-    the calibration).
+    the calibration; and of the same DICOM series ``series_uid``).
 
     A summary for another input (the input list changed, so a name now means another scan), of
     another model or calibration, or one that cannot be read is no reason to skip: the case is
@@ -391,6 +396,9 @@ def finished_summary(
     if any(summary.get(k) != v for k, v in (same or {}).items()):
         return None
     read = summary.get("input", "")
+    uid = read.get("series_uid") if isinstance(read, dict) else None
+    if series_uid is not None and uid != series_uid:
+        return None  # another series of the same study folder (--series changed)
     read = read.get("path", "") if isinstance(read, dict) else read
     ok = os.path.normpath(str(read)) == os.path.normpath(str(source))
     return summary if ok else None

@@ -16,9 +16,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..data.archive import unpack_zip
+from ..data.archive import unpack_zip, zip_headers
 from ..data.dicom import series_volume
-from ..data.study import Series, Study, choose, scan_study
+from ..data.study import Series, Study, choose, group_headers, scan_study
 from ..errors import InputError
 from .describe import case_name, describe, safe_name
 from .types import Case, CaseResult
@@ -32,66 +32,67 @@ PART = 24
 
 @dataclasses.dataclass
 class StudyPlan:
-    """What one DICOM folder or zip holds: names of its kept series, the choice, the notes."""
+    """What one DICOM folder or zip holds: the names and SeriesInstanceUIDs of its kept
+    series, the choice, and (for a folder) the headers read, kept for reading its cases."""
 
     path: Path
     rule: str
     names: list[str]
+    uids: list[str] = dataclasses.field(default_factory=list)
     study: Study | None = None
     choice: str = ""
     error: InputError | None = None
-    tmp: tempfile.TemporaryDirectory | None = None
 
     def close(self) -> None:
-        """Remove a zip's unpacked files and free the headers."""
+        """Free the headers."""
         self.study = None
-        if self.tmp is not None:
-            self.tmp.cleanup()
-            self.tmp = None
 
 
 def is_zip(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".zip"
 
 
-def _open(path: Path, rule: str) -> tuple[Study, str, tempfile.TemporaryDirectory | None]:
-    tmp, notes = None, []
-    root = path
+def _judge(study: Study, rule: str, what: str) -> str:
+    """Choose the series to predict; refuse a study with none, naming what it holds."""
+    if not study.series:
+        raise InputError(study.root, f"{what} holds no DICOM image files (nor slice images)")
+    choice = choose(study, rule)
+    if not study.kept():
+        found = "; ".join(f"{_label(s)}: {s.skipped}" for s in study.series)
+        raise InputError(study.root, f"no axial CT image series to predict: {found}")
+    return choice
+
+
+def _scan(path: Path, rule: str) -> tuple[Study, str]:
+    """A folder's series (headers kept) or a zip's (headers read from the archive, not kept:
+    a zip is unpacked only when its cases are read)."""
     if is_zip(path):
-        tmp, notes = unpack_zip(path)
-        root = Path(tmp.name)
-    try:
-        if path.is_dir() and not any(path.iterdir()):
-            raise InputError(path, "empty folder")
-        study = scan_study(root)
-        study.root = path
-        study.notes = notes + study.notes
-        if not study.series:
-            what = "zip holds" if tmp else "folder holds"
-            raise InputError(path, f"{what} no DICOM image files (nor slice images)")
-        choice = choose(study, rule)
-        if not study.kept():
-            found = "; ".join(f"{_label(s)}: {s.skipped}" for s in study.series)
-            raise InputError(path, f"no axial CT image series to predict: {found}")
-    except BaseException:
-        if tmp is not None:
-            tmp.cleanup()
-        raise
-    return study, choice, tmp
+        study = group_headers(path, zip_headers(path))
+        return study, _judge(study, rule, "zip")
+    if not any(path.iterdir()):
+        raise InputError(path, "empty folder")
+    study = scan_study(path)
+    return study, _judge(study, rule, "folder")
 
 
 def plan_study(path: Path, rule: str, taken: set[str], claim: Callable) -> StudyPlan:
     """Scan ``path`` and name its kept series (unique against ``taken`` via ``claim``)."""
     try:
-        study, choice, tmp = _open(path, rule)
+        study, choice = _scan(path, rule)
     except InputError as e:
         return StudyPlan(path, rule, [claim(taken, case_name(path))], error=e)
+    except Exception as e:  # a header or archive no check foresaw: this input fails, not all
+        error = InputError(path, f"cannot read ({type(e).__name__}: {e})")
+        return StudyPlan(path, rule, [claim(taken, case_name(path))], error=error)
     kept = study.kept()
     if len(kept) == 1:
         bases = [case_name(path)]
     else:
         bases = [safe_name(series_name(s, case_name(path))) for s in kept]
-    return StudyPlan(path, rule, [claim(taken, b) for b in bases], study, choice, tmp=tmp)
+    names = [claim(taken, b) for b in bases]
+    return StudyPlan(
+        path, rule, names, [s.uid for s in kept], None if is_zip(path) else study, choice
+    )
 
 
 def keep_or_drop(plans: list[StudyPlan]) -> None:
@@ -101,7 +102,7 @@ def keep_or_drop(plans: list[StudyPlan]) -> None:
         if plan.study is None:
             continue
         n = sum(len(s.items) for s in plan.study.series)
-        if kept + n > KEEP_HEADERS and plan.tmp is None:
+        if kept + n > KEEP_HEADERS:
             plan.study = None
         else:
             kept += n
@@ -136,41 +137,82 @@ def study_cases(
     allow_gaps: bool,
     done: Callable[[str, Path], CaseResult | None] | None = None,
 ) -> Iterator[Case | CaseResult]:
-    """The cases of a planned DICOM folder or zip, one kept series at a time."""
+    """The cases of a planned DICOM folder or zip, one kept series at a time.
+
+    A case finished before (``done``) for the same series is yielded as it is, and a zip whose
+    cases are all finished is not unpacked.
+    """
     path = plan.path.absolute()
+    if plan.error is not None:
+        yield CaseResult(plan.names[0], str(plan.path), False, str(plan.error))
+        return
+    earlier = {}
+    for uid, name in zip(plan.uids, plan.names, strict=True):
+        result = done(name, path) if done is not None else None
+        if result is not None and (result.summary or {}).get("input", {}).get("series_uid") == uid:
+            earlier[uid] = result
+    if len(earlier) == len(plan.uids):
+        yield from earlier.values()
+        return
+    tmp = None
     try:
-        if plan.error is None and plan.study is None:  # headers dropped: read them again
-            plan.study, plan.choice, plan.tmp = _open(plan.path, plan.rule)
-        if plan.error is not None:
-            yield CaseResult(plan.names[0], str(plan.path), False, str(plan.error))
-            return
         study = plan.study
+        if study is None:  # a zip, or headers dropped: read them now
+            if is_zip(plan.path):
+                tmp, notes = unpack_zip(plan.path)
+                study = scan_study(Path(tmp.name))
+                study.root, study.notes = plan.path, notes + study.notes
+            else:
+                study = scan_study(plan.path)
+            _judge(study, plan.rule, "zip" if tmp else "folder")
+        shown = _shown(tmp, plan.path)
+        kept = {s.uid: s for s in study.kept()}
         listing = [s.describe() for s in study.series]
-        for series, name in zip(study.kept(), plan.names, strict=False):
-            if done is not None and (earlier := done(name, path)) is not None:
-                yield earlier
+        for uid, name in zip(plan.uids, plan.names, strict=True):
+            if uid in earlier:
+                yield earlier[uid]
+                continue
+            series = kept.get(uid)
+            if series is None:
+                why = f"series {uid} planned but no longer found: the input changed during the run"
+                yield CaseResult(name, str(plan.path), False, f"{plan.path}: {why}")
                 continue
             try:
                 case = _series_case(series, path, allow_gaps)
             except InputError as e:
-                yield CaseResult(name, str(plan.path), False, str(e))
+                yield CaseResult(name, str(plan.path), False, shown(str(e)))
                 continue
             except Exception as e:  # one series' failure must not stop the study's others
-                what = f"{type(e).__name__}: {e}"
-                yield CaseResult(name, str(plan.path), False, f"{path} ({_label(series)}): {what}")
+                what = f"{path} ({_label(series)}): {type(e).__name__}: {e}"
+                yield CaseResult(name, str(plan.path), False, shown(what))
                 continue
             finally:
                 series.items = []  # its headers live on in the case (seg.dcm) or nowhere
             case.name = name
-            case.warnings = [n for n in study.notes if "left out" in n] + case.warnings
+            notes = [shown(n) for n in study.notes]
+            case.warnings = [n for n in notes if "left out" in n] + [
+                shown(w) for w in case.warnings
+            ]
             case.source["study"] = {
                 "series_choice": plan.choice,
                 "series": listing,
-                **({"notes": study.notes} if study.notes else {}),
+                **({"notes": notes} if notes else {}),
             }
             yield case
+    except InputError as e:  # the zip or folder changed since it was planned
+        yield CaseResult(plan.names[0], str(plan.path), False, str(e))
     finally:
         plan.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _shown(tmp: tempfile.TemporaryDirectory | None, zip_path: Path) -> Callable[[str], str]:
+    """Messages with a zip's temporary folder written as ``ZIP!`` (the folder is gone after)."""
+    if tmp is None:
+        return lambda text: text
+    root = str(Path(tmp.name))
+    return lambda text: text.replace(root + "/", f"{zip_path}!").replace(root, f"{zip_path}!")
 
 
 def _series_case(series: Series, path: Path, allow_gaps: bool) -> Case:
