@@ -124,20 +124,20 @@ def zipped(folder: Path, zip_path: Path) -> Path:
     return Path(shutil.make_archive(str(zip_path.with_suffix("")), "zip", folder))
 
 
-def legacy_multiframe(datasets) -> hd.legacy.LegacyConvertedEnhancedCTImage:
-    """One Legacy Converted Enhanced CT file of the slices (highdicom)."""
+def legacy_multiframe(datasets, series_uid=None) -> hd.legacy.LegacyConvertedEnhancedCTImage:
+    """One Legacy Converted Enhanced CT file of the slices (highdicom), frames in their order."""
     return hd.legacy.LegacyConvertedEnhancedCTImage(
         datasets,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=series_uid or generate_uid(),
         series_number=70,
         sop_instance_uid=generate_uid(),
         instance_number=1,
     )
 
 
-def enhanced_multiframe(datasets) -> pydicom.Dataset:
+def enhanced_multiframe(datasets, series_uid=None) -> pydicom.Dataset:
     """The legacy converted file relabelled as Enhanced CT Image Storage (same functional
     groups: per-frame positions, shared pixel measures and rescale)."""
-    ds = legacy_multiframe(datasets)
+    ds = legacy_multiframe(datasets, series_uid)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_CT
     return ds

@@ -3,6 +3,8 @@ of slice images, and what summary.json says was read and assumed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -254,3 +256,118 @@ def test_resume_skips_the_finished_series_of_a_study_without_reading_them(tmp_pa
     again = _run([tmp_path / "study"], tmp_path / "o", resume=True)
     assert [r.name for r in again] == [r.name for r in first]
     assert all(r.ok and r.message == "done before" for r in again), again
+
+
+def test_a_scout_sorted_first_does_not_stand_for_its_series(tmp_path):
+    hu = make_phantom_volume(18, 6, 64).hu
+    write_series(tmp_path / "ct", hu)
+    _scout(tmp_path / "ct", name="a_scout.dcm", localizer=False)  # first by name, untagged
+    (r,) = _run([tmp_path / "ct"], tmp_path / "o")
+    assert r.ok, r.message
+    assert r.summary["n_slices"] == 6 and r.summary["input"]["kernel"] == ""
+    assert any("localizer (scout) image(s) left out" in w for w in r.summary["warnings"])
+
+
+def test_resume_with_another_series_predicts_that_series(tmp_path):
+    hu = make_phantom_volume(19, 5, 64).hu
+    write_series(tmp_path / "study" / "a", hu)
+    write_series(tmp_path / "study" / "b", hu[::-1], series="1.2.826.0.1.3680043.99.9")
+    import pydicom
+
+    for k, sub in enumerate(("a", "b")):
+        for f in (tmp_path / "study" / sub).iterdir():
+            ds = pydicom.dcmread(f)
+            ds.SeriesNumber = k + 2
+            ds.save_as(f)
+    (first,) = _run([tmp_path / "study"], tmp_path / "o", series="2")
+    (second,) = _run([tmp_path / "study"], tmp_path / "o", series="3", resume=True)
+    assert first.name == second.name == "study"
+    assert second.message != "done before"
+    assert second.summary["input"]["series_uid"] == "1.2.826.0.1.3680043.99.9"
+    (third,) = _run([tmp_path / "study"], tmp_path / "o", series="3", resume=True)
+    assert third.message == "done before"
+
+
+def _zip_of(folder, archive, extra=()):
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"S1/{f.name}")
+        for name, data in extra:
+            z.writestr(name, data)
+    return archive
+
+
+def test_zips_that_python_cannot_read_or_that_are_damaged_say_so(tmp_path):
+    import tempfile
+
+    hu = make_phantom_volume(20, 6, 64).hu
+    write_series(tmp_path / "ct", hu)
+    # Deflate64 (Windows Explorer's choice for large files): method 9 in both headers.
+    raw = bytearray(_zip_of(tmp_path / "ct", tmp_path / "d64.zip").read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        at = raw.find(sig)
+        while at >= 0:
+            raw[at + offset : at + offset + 2] = (9).to_bytes(2, "little")
+            at = raw.find(sig, at + 4)
+    (tmp_path / "d64.zip").write_bytes(bytes(raw))
+    # One member's deflate data damaged: that slice is left out, so the series has a gap.
+    damaged = bytearray(_zip_of(tmp_path / "ct", tmp_path / "bad.zip").read_bytes())
+    third = damaged.find(b"PK\x03\x04", damaged.find(b"PK\x03\x04", 4) + 4)
+    damaged[third + 200 : third + 260] = b"\xff" * 60
+    (tmp_path / "bad.zip").write_bytes(bytes(damaged))
+    # A file and a folder of one name, and a member escaping the folder.
+    escaped = f"escaped-{tmp_path.name}.dcm"
+    _zip_of(tmp_path / "ct", tmp_path / "clash.zip", [("S1", b"x"), (f"../{escaped}", b"x")])
+    d64, bad, clash = _run(
+        [tmp_path / "d64.zip", tmp_path / "bad.zip", tmp_path / "clash.zip"], tmp_path / "o"
+    )
+    assert not d64.ok and "d64.zip" in d64.message and "7-Zip" in d64.message
+    assert not bad.ok and "missing slices" in bad.message
+    assert "bad.zip!S1" in bad.message and "lungmtl-zip-" not in bad.message
+    assert clash.ok and clash.summary["n_slices"] == 6
+    assert any("unsafe or clashing paths left out" in w for w in clash.summary["warnings"])
+    assert not (Path(tempfile.gettempdir()) / escaped).exists()
+    assert not list(Path(tempfile.gettempdir()).glob("lungmtl-zip-*/S1/f000.dcm"))
+
+
+def test_a_study_folder_with_a_preview_picture_is_read_as_a_study(tmp_path):
+    hu = make_phantom_volume(21, 6, 64).hu
+    write_series(tmp_path / "study" / "DICOM" / "S1", hu)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "study" / "thumbnail.jpg")
+    (r,) = _run([tmp_path / "study"], tmp_path / "o")
+    assert r.ok and r.summary["input"]["kind"] == "DICOM series" and r.summary["n_slices"] == 6
+
+
+def test_a_malformed_header_fails_its_own_input_only(tmp_path):
+    hu = make_phantom_volume(22, 6, 64).hu
+    write_series(tmp_path / "bad", hu)
+    write_series(tmp_path / "good", hu)
+    for f in sorted((tmp_path / "bad").iterdir()):  # orientation text made letters
+        raw = bytearray(f.read_bytes())
+        at = raw.find(b"\x20\x00\x37\x00DS") + 8
+        n = int.from_bytes(raw[at - 2 : at], "little")
+        raw[at : at + n] = bytes(ord("x") if c != ord("\\") else c for c in raw[at : at + n])
+        f.write_bytes(bytes(raw))
+    bad, good = _run([tmp_path / "bad", tmp_path / "good"], tmp_path / "o")
+    assert good.ok and not bad.ok, bad.message
+    assert "f000.dcm" in bad.message and "ImageOrientationPatient" in bad.message
+
+
+def test_a_dicom_folder_layout_refuses_a_multiframe_file_by_name(tmp_path):
+    import pydicom
+
+    from lungmtl.data.layouts import from_dicom_folder
+    from lungmtl.errors import InputError
+
+    hu = make_phantom_volume(23, 4, 64).hu
+    write_series(tmp_path / "ct", hu)
+    files = sorted((tmp_path / "ct").iterdir())
+    ds = pydicom.dcmread(files[0])
+    ds.NumberOfFrames = 4
+    ds.PixelData = np.stack([pydicom.dcmread(f).pixel_array for f in files]).tobytes()
+    (tmp_path / "mf").mkdir()
+    ds.save_as(tmp_path / "mf" / "multi.dcm")
+    with pytest.raises(InputError, match=r"multi.dcm.*multi-frame CT file"):
+        from_dicom_folder(tmp_path / "mf", label="healthy")

@@ -108,6 +108,26 @@ def test_every_export_of_one_series_gives_the_plain_series_volume(slab, tmp_path
     assert (t / "o" / "plain" / "seg.dcm").exists() and (t / "o" / "cd" / "seg.dcm").exists()
 
 
+def test_multiframe_files_read_as_the_plain_series_voxel_for_voxel(slab, tmp_path):
+    from pydicom.uid import generate_uid
+
+    from lungmtl.data.io import read_image
+
+    _, plain = slab
+    ref = read_image(write(tmp_path / "plain", plain))
+    enhanced_multiframe(plain[::-1]).save_as(tmp_path / "descending.dcm")  # frames stored S->I
+    uid = generate_uid()
+    halves = [legacy_multiframe(plain[12:], uid), legacy_multiframe(plain[:12], uid)]
+    per_frame = [enhanced_multiframe([ds], uid) for ds in plain]  # one frame per file
+    for got in (
+        read_image(tmp_path / "descending.dcm"),
+        read_image(write(tmp_path / "halves", halves)),
+        read_image(write(tmp_path / "per_frame", per_frame)),
+    ):
+        assert np.array_equal(got.array, ref.array)
+        assert np.allclose(got.affine, ref.affine, atol=1e-4) and got.spacing_known
+
+
 def _two_reconstructions(plain, folder):
     soft = reconstruction(plain, 2, "Thorax 2.0 soft", "B31f", 2.0)
     lung = reconstruction(plain, 3, "Thorax 2.0 lung", "B70f", 2.0)

@@ -16,6 +16,7 @@ from ..files import natural_key
 from .dicom import dicom_series, slice_keys
 from .image import IMAGE_SUFFIXES, suffix_of
 from .io import read_mask, volume_shape
+from .multiframe import is_multiframe
 from .table import INFECTION_LABELS, LABELS, abs_path, slice_table
 
 # ---------------------------------------------------------------- official layouts (volumes)
@@ -296,6 +297,12 @@ def from_dicom_folder(
     for folder in folders:
         for _, items in sorted(dicom_series(folder).items()):
             head = items[0][1]
+            if any(is_multiframe(ds) for _, ds in items):
+                raise InputError(
+                    items[0][0],
+                    "a multi-frame CT file: DICOM folder layouts index one slice per file "
+                    "(convert it to single-frame files, or predict it with lungmtl predict)",
+                )
             patient = str(head.get("PatientID", "") or folder.name)
             order = _dicom_order(items)
             for rank, f in enumerate(order):
